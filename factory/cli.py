@@ -1,0 +1,54 @@
+"""`factory` command line: parse, hand off, return an exit code.
+
+Each subcommand is one module in factory/commands with `add_parser(subparsers)` and `run(args)`.
+Errors a user can fix print one clear message (no traceback) and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from factory import __version__
+
+
+class UserError(Exception):
+    """An error whose message tells the user what to do; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import factory.commands as commands
+
+    parser = argparse.ArgumentParser(prog="factory", description="Verified reasoning-dataset factory.")
+    parser.add_argument("--version", action="version", version=f"factory {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"factory.commands.{mod.name}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from factory.config import ConfigError
+    from factory.store.lock import DatasetLocked
+
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError, DatasetLocked, FileNotFoundError) as e:
+        print(f"factory {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: committed parts are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `factory`: one module each, discovered by factory.cli."""

@@ -1,0 +1,42 @@
+"""factory generate CONFIG [--set a.b=value]... [--resume RUN_ID]"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate, verify and store a new dataset version",
+                       description="Run a config end to end: prompts -> teacher -> verifiers -> a new version "
+                                   "in the local store (and the Hub, if the config has a publish section).")
+    p.add_argument("config", help="YAML run config, e.g. configs/default.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set sampling.n=8 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_ID", help="resume this run (default: the unfinished run of this config)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from factory.config import load_config
+    from factory.runner.driver import generate
+    from factory.runner.progress import summary_table
+
+    cfg = load_config(args.config, args.overrides)
+    if args.no_progress:
+        cfg.run.progress = False
+    result = generate(cfg, resume_id=args.resume)
+    console = Console()
+    console.print(summary_table(result.manifest))
+    console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"
+                  f"{', resumed' if result.resumed else ''})")
+    console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")')
+    publish = getattr(cfg, "publish", None)
+    if publish is not None and getattr(publish, "repo", None):
+        from factory.store.hub import publish_version
+
+        res = publish_version(result.version_dir, publish.repo, private=publish.private)
+        console.print(f"published: {res}")
+    return 0

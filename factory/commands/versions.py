@@ -1,0 +1,44 @@
+"""factory versions STORE/NAME | ORG/NAME : list a dataset's versions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("versions", help="list the versions of a dataset (local store dir or Hub repo)")
+    p.add_argument("dataset", help="a local dataset dir (STORE/NAME) or a Hub repo id (ORG/NAME)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    path = Path(args.dataset)
+    if not path.is_dir():
+        if path.exists() or args.dataset.count("/") != 1 or args.dataset.startswith((".", "/")):
+            from factory.cli import UserError
+
+            raise UserError(f"{args.dataset} is neither a local dataset directory nor a Hub repo id (ORG/NAME)")
+        from factory.commands.hub_versions import list_hub_versions_table
+
+        console.print(list_hub_versions_table(args.dataset))
+        return 0
+    from factory.store.version import list_versions
+
+    versions = list_versions(path)
+    if not versions:
+        from factory.cli import UserError
+
+        raise UserError(f"no versions in {path} yet; make one with `factory generate CONFIG`")
+    t = Table(title=str(path))
+    for col in ("version", "created", "default rows", "all rows", "teacher", "run"):
+        t.add_column(col)
+    for v in versions:
+        t.add_row(v.version, v.created_at or "", f"{v.rows.get('default', 0):,}", f"{v.rows.get('all', 0):,}",
+                  v.teacher_model or "", v.run_id or "")
+    console.print(t)
+    return 0

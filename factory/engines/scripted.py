@@ -1,0 +1,57 @@
+"""A scripted engine that answers from a table: fast unit tests of the runner, verifiers and store.
+
+Never the only test of a path users run with vLLM. `answers` maps a problem to a completion text
+(or a list, one per sample index); unknown problems get `default`. A text of "!error" becomes a
+per-request error, "!dead" kills the engine (the runner must replace the replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from factory.engines.base import ENGINES, Engine
+from factory.types import Completion, Prompt
+
+
+class EngineDeadError(RuntimeError):
+    pass
+
+
+@ENGINES.register("scripted")
+class ScriptedEngine(Engine):
+    def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
+        kw = teacher.get("engine_kwargs") or {}
+        self.answers: dict[str, str | list[str]] = kw.get("answers", {})
+        self.default: str = kw.get("default", "I do not know.")
+        self.delay_s: float = float(kw.get("delay_s", 0.0))
+        self.max_tokens = sampling["max_tokens"]
+
+    async def start(self) -> None:
+        pass
+
+    def info(self) -> dict[str, Any]:
+        return {"engine": "scripted", "engine_version": None, "model": "scripted"}
+
+    def _text(self, prompt: Prompt, sample_index: int) -> str:
+        a = self.answers.get(prompt.problem, self.default)
+        return a[sample_index % len(a)] if isinstance(a, list) else a
+
+    async def generate(self, requests: Sequence[tuple[Prompt, int]]) -> AsyncIterator[Completion]:
+        for prompt, i in requests:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            text = self._text(prompt, i)
+            if text == "!dead":
+                raise EngineDeadError("scripted engine died")
+            if text == "!error":
+                yield Completion(prompt.prompt_id, i, "", "error", error="ScriptedError: requested")
+                continue
+            words = text.split()
+            truncated = len(words) > self.max_tokens
+            yield Completion(
+                prompt.prompt_id, i, " ".join(words[: self.max_tokens]) if truncated else text,
+                "length" if truncated else "stop", prompt_tokens=len(prompt.problem.split()),
+                num_tokens=min(len(words), self.max_tokens),
+            )

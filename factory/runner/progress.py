@@ -1,0 +1,128 @@
+"""Live progress (prompts done, output tokens/s, acceptance so far) and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+@dataclass
+class RunStats:
+    prompts_total: int = 0
+    prompts_done: int = 0
+    generations: int = 0
+    accepted: int = 0
+    tokens_out: int = 0
+    tokens_in: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.perf_counter)
+    gen_started: float | None = None
+    gen_finished: float | None = None
+    engine_ready_s: float | None = None
+    first_accept_s: float | None = None
+
+    def add_rows(self, rows: list[dict[str, Any]], prompts: int) -> None:
+        self.prompts_done += prompts
+        self.generations += len(rows)
+        for r in rows:
+            self.tokens_out += r["num_tokens"] or 0
+            self.tokens_in += r["prompt_tokens"] or 0
+            if r["accepted"]:
+                self.accepted += 1
+                if self.first_accept_s is None:
+                    self.first_accept_s = time.perf_counter() - self.started
+            else:
+                self.rejected[r["reject_reason"]] += 1
+
+    def gen_seconds(self) -> float:
+        if self.gen_started is None:
+            return 0.0
+        return (self.gen_finished or time.perf_counter()) - self.gen_started
+
+    def tokens_per_s(self) -> float:
+        s = self.gen_seconds()
+        return self.tokens_out / s if s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompts": self.prompts_total,
+            "prompts_generated_this_run": self.prompts_done,
+            "generations": self.generations,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "tokens_out": self.tokens_out,
+            "tokens_in": self.tokens_in,
+            "generation_s": round(self.gen_seconds(), 3),
+            "tokens_per_s": round(self.tokens_per_s(), 2),
+            "wall_s": round(time.perf_counter() - self.started, 3),
+            "engine_ready_s": None if self.engine_ready_s is None else round(self.engine_ready_s, 3),
+            "first_accept_s": None if self.first_accept_s is None else round(self.first_accept_s, 3),
+        }
+
+
+class ProgressView:
+    """A rich bar on a terminal; a plain line every few seconds in logs (CI, Ray jobs)."""
+
+    def __init__(self, stats: RunStats, enabled: bool = True):
+        self.stats = stats
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self._bar: Progress | None = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> "ProgressView":
+        if self.enabled and self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+                TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[acc]}"), TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("gen", total=self.stats.prompts_total, rate="", acc="")
+        return self
+
+    def update(self) -> None:
+        s = self.stats
+        rate = f"{s.tokens_per_s():,.0f} tok/s"
+        acc = f"accepted {s.accepted}/{s.generations}" + (
+            f" ({100 * s.accepted / s.generations:.0f}%)" if s.generations else "")
+        if self._bar is not None:
+            self._bar.update(self._task, completed=s.prompts_done, rate=rate, acc=acc)
+        elif self.enabled and time.perf_counter() - self._last_line > 10:
+            self._last_line = time.perf_counter()
+            print(f"generate: {s.prompts_done}/{s.prompts_total} prompts, {rate}, {acc}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def summary_table(manifest: dict[str, Any]) -> Table:
+    """The table printed at the end of a run: what a dataset builder reads first."""
+    c, st = manifest.get("counts", {}), manifest.get("run_stats", {})
+    t = Table(title=f"{manifest.get('name')} {manifest.get('version')}", show_header=True)
+    t.add_column("stage")
+    t.add_column("count", justify="right")
+    t.add_row("prompts", f"{c.get('prompts', 0):,}")
+    for reason, n in sorted((st.get("input_rejected") or {}).items()):
+        t.add_row(f"  input rejected: {reason}", f"{n:,}")
+    for reason, n in sorted((st.get("prefiltered") or {}).items()):
+        t.add_row(f"  prefiltered: {reason}", f"{n:,}")
+    t.add_row("generations", f"{c.get('generations', 0):,}")
+    t.add_row("accepted", f"{c.get('accepted', 0):,}")
+    t.add_row("rejected", f"{c.get('rejected', 0):,}")
+    for reason, n in sorted((c.get("rejected_by_reason") or {}).items(), key=lambda kv: -kv[1]):
+        t.add_row(f"  {reason}", f"{n:,}")
+    t.add_row("output tokens (this run)", f"{st.get('tokens_out', 0):,}")
+    t.add_row("output tokens/s", f"{st.get('tokens_per_s', 0):,.1f}")
+    t.add_row("engine ready (s)", f"{st.get('engine_ready_s') or 0:.1f}")
+    t.add_row("first accepted trace (s)", f"{st.get('first_accept_s') or 0:.1f}")
+    t.add_row("wall time (s)", f"{st.get('wall_s', 0):.1f}")
+    return t

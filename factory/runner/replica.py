@@ -1,0 +1,33 @@
+"""An engine replica: a Ray actor that builds its engine from plain config inside the worker.
+
+Nothing holding a CUDA context or an engine is ever pickled: the actor receives dicts and returns
+lists of Completions. Async methods let many shards be in flight at once, which keeps the engine's
+own scheduler full while the driver verifies and writes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from factory.types import Completion, Prompt
+
+
+class EngineReplica:
+    def __init__(self, engine: str, teacher: dict[str, Any], sampling: dict[str, Any]):
+        from factory.engines import ENGINES
+
+        self._engine = ENGINES.get(engine)(teacher, sampling)
+
+    async def start(self) -> dict[str, Any]:
+        await self._engine.start()
+        info = self._engine.info()
+        info["node"] = os.uname().nodename
+        info["pid"] = os.getpid()
+        return info
+
+    async def run(self, requests: list[tuple[Prompt, int]]) -> list[Completion]:
+        return [c async for c in self._engine.generate(requests)]
+
+    async def shutdown(self) -> None:
+        await self._engine.shutdown()

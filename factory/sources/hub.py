@@ -1,0 +1,30 @@
+"""A Hub dataset through `datasets.load_dataset` (needs network, or a warm HF cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from factory.config import ConfigError, SourceConfig
+
+
+def read_hub(src: SourceConfig) -> tuple[list[dict[str, Any]], str | None]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(src.dataset, src.subset, split=src.split, revision=src.revision)
+    except Exception as e:  # offline, missing repo, wrong split: say which and how to fix
+        raise ConfigError(
+            f"could not load Hub dataset {src.dataset!r} (subset={src.subset}, split={src.split}, "
+            f"revision={src.revision}): {type(e).__name__}: {e}. Check the id and split, your network, "
+            "or download it and point source.path at a local .jsonl/.parquet file."
+        ) from None
+    revision = src.revision
+    try:  # record the commit actually read, so the card can pin it
+        from huggingface_hub import HfApi
+
+        revision = HfApi().dataset_info(src.dataset, revision=src.revision).sha or revision
+    except Exception:
+        pass
+    if src.limit is not None and src.shuffle_seed is None:
+        ds = ds.select(range(min(len(ds), src.limit * 2)))  # headroom for rejected rows
+    return ds.to_list(), revision

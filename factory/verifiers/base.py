@@ -1,0 +1,61 @@
+"""The verifier contract and its registry.
+
+A verifier looks at a Trace and returns a Verdict with its name, passed (True/False/None for
+"cannot tell") and a short machine-readable reason. Verifiers are built from config inside the
+process that runs them and may hold resources (a process pool, a sandbox); `close()` frees them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from factory.registry import Registry
+from factory.types import Trace, Verdict
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Verifier(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    # Cheap verifiers run first; a trace rejected by one still gets every verdict recorded.
+    version: ClassVar[str] = "1"
+
+    def __init__(self, params: BaseModel, context: dict[str, Any] | None = None):
+        self.params = params
+        self.context = context or {}  # run-level facts: teacher.expects_think_tags, workers...
+
+    @abstractmethod
+    def verify(self, trace: Trace) -> Verdict: ...
+
+    def verify_many(self, traces: Sequence[Trace]) -> list[Verdict]:
+        """Batch entry point; pool-backed verifiers override it to work in parallel."""
+        return [self.verify(t) for t in traces]
+
+    def verdict(self, passed: bool | None, reason: str | None = None) -> Verdict:
+        return Verdict(self.name, passed, reason)
+
+    def describe(self) -> dict[str, Any]:
+        """For the card and manifest: name, version, parameters."""
+        return {"name": self.name, "version": self.version, "params": self.params.model_dump(mode="json")}
+
+    def close(self) -> None:
+        pass
+
+
+VERIFIERS: Registry[Verifier] = Registry("verifier", "factory.verifiers")
+
+
+def build_verifiers(specs: Sequence[Any], context: dict[str, Any] | None = None) -> list[Verifier]:
+    """Build verifiers from config specs (objects with .name and .params())."""
+    out: list[Verifier] = []
+    for spec in specs:
+        cls = VERIFIERS.get(spec.name)
+        out.append(cls(cls.Params.model_validate(spec.params()), context))
+    return out

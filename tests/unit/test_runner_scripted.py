@@ -1,0 +1,96 @@
+"""The runner end to end with the scripted engine (answers from a table) on a real local Ray.
+
+Fast checks of sharding, verification, per-row errors, resume and versioning. The same path runs
+with the real vLLM engine in tests/integration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import pytest
+
+from factory.config import load_config
+from factory.runner.driver import generate
+from factory.sources.builtin import arithmetic
+from factory.store.parts import RunDir
+from factory.store.version import list_versions
+
+ROWS = arithmetic()[:12]
+
+
+def _cfg(tmp_path: Path, **over: object):
+    answers = {r["problem"]: [f"Let me think. \\boxed{{{r['answer']}}}", "The answer is \\boxed{-1}"] for r in ROWS}
+    answers[ROWS[0]["problem"]] = ["!error", "word " * 100]  # a request error, and a truncated trace
+    data = {
+        "source": {"builtin": "arithmetic", "limit": 12},
+        "teacher": {"engine": "scripted", "engine_kwargs": {"answers": answers}},
+        "sampling": {"n": 2, "max_tokens": 50},
+        "run": {"shard_size": 5, "progress": False},
+        "output": {"store": str(tmp_path / "store"), "name": "t"},
+    }
+    data.update(over)
+    return load_config(None, data=data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def test_generate_versions_and_reasons(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    r1 = generate(cfg)
+    assert r1.version_dir.name == "v1" and not r1.resumed
+    all_rows = datasets.load_dataset(str(r1.version_dir), "all", split="train")
+    default = datasets.load_dataset(str(r1.version_dir), "default", split="train")
+    assert len(all_rows) == 24  # every generation kept, accepted or not
+    assert len(default) == 11  # sample 0 right for 11 prompts; prompt 0 errored/truncated
+    reasons = {r["reject_reason"] for r in all_rows if not r["accepted"]}
+    assert reasons == {"engine:ScriptedError", "truncation:truncated", "math:wrong_answer"}
+    assert all(r["messages"][-1]["role"] == "assistant" and r["messages"][-1]["content"].startswith("<think>")
+               for r in default)
+    counts = r1.manifest["counts"]
+    assert counts["accepted"] == 11 and counts["rejected"] == 13
+    # Running again makes v2 and leaves v1 byte-identical.
+    before = {p: p.read_bytes() for p in r1.version_dir.rglob("*") if p.is_file()}
+    r2 = generate(cfg)
+    assert r2.version_dir.name == "v2"
+    assert before == {p: p.read_bytes() for p in r1.version_dir.rglob("*") if p.is_file()}
+    assert [v.version for v in list_versions(tmp_path / "store" / "t")] == ["v1", "v2"]
+
+
+def test_resume_skips_committed_shards(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    # Simulate a crash after shard 0 was committed: a first run whose engine dies on shard 1+.
+    from factory.runner.runstate import open_run
+
+    run_path, resumed = open_run(tmp_path / "store" / "t", cfg)
+    assert not resumed
+    # Commit shard 0 by hand with a marker row we can recognise after the resume.
+    partial = _cfg(tmp_path, source={"builtin": "arithmetic", "limit": 5})
+    generate_rows = generate(partial)  # a different config: its own run and version v1
+    assert generate_rows.version_dir.name == "v1"
+    table = RunDir(generate_rows.run_dir).read_table()
+    RunDir(run_path).commit_part(0, table.to_pylist())
+    r = generate(cfg)
+    assert r.resumed and r.run_dir == run_path
+    keys = [(row["prompt_id"], row["sample_index"]) for row in
+            datasets.load_dataset(str(r.version_dir), "all", split="train")]
+    assert len(keys) == len(set(keys)) == 24  # none lost, none twice
+
+
+def test_dead_engine_is_retried_then_fails_clearly(tmp_path: Path) -> None:
+    answers = {ROWS[3]["problem"]: "!dead"}
+    cfg = _cfg(tmp_path, teacher={"engine": "scripted", "engine_kwargs": {"answers": answers, "default": "\\boxed{1}"}},
+               run={"shard_size": 5, "progress": False, "max_shard_retries": 1})
+    with pytest.raises(RuntimeError, match="shard 0 failed on 2 replicas"):
+        generate(cfg)
+    # Shards that finished stay committed: a rerun after a fix resumes from them.
+    runs = list((tmp_path / "store" / "t" / ".runs").iterdir())
+    committed = RunDir(runs[0]).committed_shards()
+    assert 0 not in committed and committed <= {1, 2}

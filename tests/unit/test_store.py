@@ -1,0 +1,406 @@
+"""The local store: committed parts, immutable versions, the dataset lock. Real pyarrow and datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from factory.store import card as card_mod
+from factory.store import version as version_mod
+from factory.store.lock import DatasetLocked, dataset_lock
+from factory.store.parts import RunDir
+from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA, PART_SCHEMA, trace_row
+from factory.store.version import (
+    VersionError,
+    build_version,
+    clean_stale_builds,
+    latest_version,
+    list_versions,
+    load_manifest,
+    read_version_table,
+    verify_files,
+)
+from factory.types import Completion, Prompt, Trace, Verdict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_rows(prompts: dict[str, int], n: int = 2, start_index: int = 0,
+              accept: set[tuple[str, int]] | None = None, tag: str = "") -> list[dict]:
+    """n samples for each prompt_id -> prompt_index; (pid, s) in `accept` pass, others fail."""
+    rows = []
+    for pid, index in prompts.items():
+        p = Prompt(pid, index + start_index, f"problem {pid}", "42",
+                   [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"problem {pid}"}],
+                   "test:unit", {"level": 3})
+        for s in range(n):
+            ok = accept is None and s == 0 or accept is not None and (pid, s) in accept
+            answer = "42" if ok else "41"
+            c = Completion(pid, s, f"<think>work {pid} {s}{tag}</think>\n\\boxed{{{answer}}}", "stop",
+                           prompt_tokens=12, num_tokens=100 + 10 * s)
+            t = Trace(p, c, f"work {pid} {s}{tag}", f"\\boxed{{{answer}}}", True, True, answer)
+            verdicts = [Verdict("format", True), Verdict("math", ok, None if ok else "wrong_answer")]
+            rows.append(trace_row(t, verdicts))
+    return rows
+
+
+def table_of(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=PART_SCHEMA)
+
+
+INFO = {
+    "config": {"output": {"store": "factory-store", "name": "ds"}},
+    "fingerprint": "abc123def456",
+    "seed": 0,
+    "teacher": {"model": "tiny-teacher", "revision": "r1", "engine": "vllm"},
+    "verifiers": [{"name": "format", "version": "1", "params": {}},
+                  {"name": "math", "version": "1", "params": {}}],
+    "source": {"kind": "builtin", "name": "arithmetic", "revision": None, "split": "train", "prompts": 3},
+    "stats": {"prompts": 3, "prefiltered": {}, "generations": 6, "wall_s": 1.5},
+    "run_id": "run-1",
+    "sampling": {"n": 2, "temperature": 0.6},
+}
+
+
+def snapshot(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf-cache"
+
+
+def load(vdir: Path, config: str | None, cache: Path):
+    import datasets
+
+    args = [str(vdir)] + ([config] if config else [])
+    return datasets.load_dataset(*args, split="train", cache_dir=str(cache))
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def test_commit_part_keys_shards_and_replace(tmp_path):
+    rd = RunDir.of(tmp_path / "ds", "run-1")
+    assert rd.path == tmp_path / "ds" / ".runs" / "run-1"
+    assert rd.committed_shards() == set() and rd.committed_keys() == set()
+    assert rd.read_table().num_rows == 0 and rd.read_table().schema == PART_SCHEMA
+
+    p = rd.commit_part(12, make_rows({"a": 0, "b": 1}))
+    assert p.name == "shard-00000012.parquet"
+    rd.commit_part(3, make_rows({"c": 2}))
+    assert rd.committed_shards() == {3, 12}
+    assert rd.committed_keys() == {("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1)}
+    t = rd.read_table()
+    assert t.schema == PART_SCHEMA
+    assert t["prompt_id"].to_pylist() == ["c", "c", "a", "a", "b", "b"]  # shard order
+    assert pq.ParquetFile(p).metadata.row_group(0).column(0).compression == "ZSTD"
+
+    # Committing shard 12 again replaces it: no duplicated rows, the new content wins.
+    rd.commit_part(12, make_rows({"a": 0}, n=3, tag=" retry"))
+    t = rd.read_table()
+    assert t.num_rows == 5
+    assert sorted(zip(t["prompt_id"].to_pylist(), t["sample_index"].to_pylist())) == [
+        ("a", 0), ("a", 1), ("a", 2), ("c", 0), ("c", 1)]
+    assert all("retry" in r for r in t.filter(pa.compute.equal(t["prompt_id"], "a"))["reasoning"].to_pylist())
+
+    # An empty shard is still committed, so resume does not redo it.
+    rd.commit_part(7, [])
+    assert 7 in rd.committed_shards() and rd.read_table().num_rows == 5
+
+    # A fresh RunDir over the same path sees the same committed state (resume reads the disk).
+    again = RunDir.of(tmp_path / "ds", "run-1").create()
+    assert again.committed_shards() == {3, 7, 12} and len(again.committed_keys()) == 5
+    again.remove()
+    assert not rd.path.exists() and rd.committed_shards() == set()
+
+
+def test_commit_part_rejects_bad_rows(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    rows = make_rows({"a": 0})
+    bad = dict(rows[0], extra_column=1)
+    with pytest.raises(ValueError, match="extra_column"):
+        rd.commit_part(0, [bad])
+    missing = {k: v for k, v in rows[0].items() if k != "verdicts"}
+    with pytest.raises(ValueError, match="verdicts"):
+        rd.commit_part(0, [missing])
+    with pytest.raises(ValueError, match="twice"):
+        rd.commit_part(0, rows + rows[:1])
+    assert rd.committed_shards() == set()
+    with pytest.raises(ValueError):
+        RunDir.of(tmp_path, "../escape")
+
+
+def test_crash_leftover_temp_is_ignored_and_cleaned(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    rd.commit_part(0, make_rows({"a": 0}))
+    # What a SIGKILL between write and rename leaves: a partial temp file.
+    leftover = rd.parts_dir / ".shard-00000001.deadbeef0000.tmp"
+    leftover.write_bytes(b"PAR1 half a file")
+    assert rd.committed_shards() == {0}
+    assert rd.read_table().num_rows == 2
+    assert rd.committed_keys() == {("a", 0), ("a", 1)}
+    assert rd.temp_files() == [leftover]
+    assert rd.clean_temp() == 1
+    assert not leftover.exists() and rd.committed_shards() == {0}
+
+
+def test_failed_commit_leaves_nothing(tmp_path, monkeypatch):
+    rd = RunDir(tmp_path / "run")
+    rd.commit_part(0, make_rows({"a": 0}))
+    before = snapshot(rd.parts_dir)
+
+    def boom(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk gone"):
+        rd.commit_part(0, make_rows({"z": 0}))
+    monkeypatch.undo()
+    assert snapshot(rd.parts_dir) == before  # old part intact, no temp file
+    assert rd.temp_files() == []
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def test_build_version_loads_with_datasets(tmp_path, offline):
+    ds = tmp_path / "store" / "ds"
+    rows = make_rows({"a": 0, "b": 1, "c": 2}, n=2, accept={("a", 0), ("a", 1), ("b", 1)})
+    rows.reverse()  # parts arrive in any order; the version is sorted
+    v1 = build_version(ds, table_of(rows), INFO)
+    assert v1 == ds / "v1"
+    assert sorted(p.name for p in ds.iterdir()) == ["v1"]  # no temp dir left
+
+    all_t = read_version_table(v1, "all")
+    assert all_t.schema == ALL_SCHEMA
+    assert list(zip(all_t["prompt_index"].to_pylist(), all_t["sample_index"].to_pylist())) == [
+        (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all_t["pass_rate"].to_pylist() == [1.0, 1.0, 0.5, 0.5, 0.0, 0.0]
+    default_t = read_version_table(v1, "default")
+    assert default_t.schema == DEFAULT_SCHEMA
+    assert list(zip(default_t["prompt_id"].to_pylist(), default_t["sample_index"].to_pylist())) == [
+        ("a", 0), ("a", 1), ("b", 1)]
+
+    d = load(v1, "default", offline)
+    assert d.num_rows == 3 and set(d.column_names) == set(DEFAULT_SCHEMA.names)
+    assert d[0]["messages"][-1]["role"] == "assistant"
+    assert d[0]["messages"][0] == {"role": "user", "content": "problem a"}  # system turn dropped
+    assert d["pass_rate"] == [1.0, 1.0, 0.5]
+    a = load(v1, "all", offline)
+    assert a.num_rows == 6 and "verdicts" in a.column_names
+    assert a[4]["reject_reason"] == "math:wrong_answer"
+    assert load(v1, None, offline).num_rows == 3  # no config name: `default` is the default
+
+    m = load_manifest(v1)
+    assert m["version"] == "v1" and m["number"] == 1 and m["name"] == "ds"
+    assert m["configs"]["default"]["rows"] == 3 and m["configs"]["all"]["rows"] == 6
+    assert m["changelog"][-1]["message"] == "first version: 3 prompts, 6 rows"
+    assert all(not Path(f["path"]).is_absolute() for f in m["files"])
+    assert str(tmp_path) not in json.dumps(m)  # self-contained: no absolute paths inside
+    for f in (v1 / "data").rglob("*"):
+        if f.is_file():
+            assert not os.access(f, os.W_OK) or os.geteuid() == 0
+            assert f.stat().st_mode & 0o222 == 0
+
+
+def test_version_with_nothing_accepted(tmp_path, offline):
+    rows = make_rows({"a": 0}, n=2, accept=set())  # everything rejected
+    v1 = build_version(tmp_path / "ds", table_of(rows), INFO)
+    assert load(v1, "all", offline).num_rows == 2
+    # `default` is a valid, empty Parquet file with the full schema (no 0-row row group, which
+    # readers that size batches from the first row group choke on). `datasets` itself refuses to
+    # load an empty split, so the card says so instead.
+    f = pq.ParquetFile(v1 / "data" / "default" / "train-00000-of-00001.parquet")
+    assert f.metadata.num_rows == 0 and f.metadata.num_row_groups == 0
+    assert f.schema_arrow == DEFAULT_SCHEMA
+    assert "No trace was accepted" in (v1 / "README.md").read_text()
+    assert verify_files(v1) == []
+
+
+def test_versions_are_immutable_and_incremental(tmp_path, offline):
+    ds = tmp_path / "ds"
+    v1 = build_version(ds, table_of(make_rows({"a": 0, "b": 1}, n=2)), INFO)
+    before = snapshot(v1)
+
+    # Next run: prompts b (already published, regenerated differently) and c (new); plus a
+    # third sample for b that was never published.
+    again = make_rows({"b": 0}, n=3, tag=" regenerated", accept={("b", 0), ("b", 1), ("b", 2)})
+    fresh = make_rows({"c": 1}, n=2)
+    v2 = build_version(ds, table_of(fresh + again), dict(INFO, run_id="run-2"), parent=v1)
+
+    assert v2 == ds / "v2"
+    assert snapshot(v1) == before  # v1 byte for byte untouched
+    t = read_version_table(v2, "all")
+    keys = list(zip(t["prompt_id"].to_pylist(), t["sample_index"].to_pylist()))
+    assert len(keys) == len(set(keys)) == 7
+    # Parent rows first, in their published order; then the new rows sorted.
+    assert keys[:4] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert sorted(keys[4:]) == [("b", 2), ("c", 0), ("c", 1)]
+    # Published keys keep their published content.
+    b_rows = t.filter(pa.compute.equal(t["prompt_id"], "b")).to_pylist()
+    published = {r["sample_index"]: r for r in b_rows}
+    assert "regenerated" not in published[0]["reasoning"]
+    assert published[1]["accepted"] is False
+    assert "regenerated" in published[2]["reasoning"]
+    # pass_rate is recomputed over the union: b has 3 samples, 2 accepted now (s0 old, s2 new).
+    assert published[0]["pass_rate"] == pytest.approx(2 / 3)
+
+    m = load_manifest(v2)
+    assert m["parent"] == "v1" and m["run_id"] == "run-2"
+    assert [e["version"] for e in m["changelog"]] == ["v1", "v2"]
+    last = m["changelog"][-1]
+    assert last["message"] == "added 1 prompts, 3 rows"
+    assert last["skipped_published_rows"] == 2
+    assert load(v2, "all", offline).num_rows == 7
+    assert load(v1, "all", offline).num_rows == 4
+
+    vs = list_versions(ds)
+    assert [(v.version, v.number, v.rows["all"], v.parent) for v in vs] == [
+        ("v1", 1, 4, None), ("v2", 2, 7, "v1")]
+    assert vs[0].teacher_model == "tiny-teacher" and vs[0].fingerprint == "abc123def456"
+    assert vs[1].counts["generations"] == 7
+    assert latest_version(ds) == v2
+
+
+def test_failure_mid_build_leaves_no_version(tmp_path, monkeypatch):
+    ds = tmp_path / "ds"
+    v1 = build_version(ds, table_of(make_rows({"a": 0})), INFO)
+    before = snapshot(v1)
+
+    def broken(*a, **k):
+        raise RuntimeError("card renderer exploded")
+
+    monkeypatch.setattr(card_mod, "render_card", broken)
+    with pytest.raises(RuntimeError, match="exploded"):
+        build_version(ds, table_of(make_rows({"b": 0})), INFO, parent=v1)
+    assert sorted(p.name for p in ds.iterdir()) == ["v1"]
+    assert snapshot(v1) == before
+
+    # A failure while writing data files (the second config) leaves nothing either.
+    monkeypatch.undo()
+    real = version_mod.write_parquet_durably
+    calls = []
+
+    def flaky(table, path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("no space left")
+        real(table, path, **kw)
+
+    monkeypatch.setattr(version_mod, "write_parquet_durably", flaky)
+    with pytest.raises(OSError, match="no space"):
+        build_version(ds, table_of(make_rows({"b": 0})), INFO)
+    assert sorted(p.name for p in ds.iterdir()) == ["v1"]
+    assert latest_version(ds) == v1
+
+
+def test_number_taken_meanwhile_goes_to_next(tmp_path, monkeypatch):
+    ds = tmp_path / "ds"
+    v1 = build_version(ds, table_of(make_rows({"a": 0})), INFO)
+    before = snapshot(v1)
+    # Another builder claimed v1 between our look and our rename.
+    monkeypatch.setattr(version_mod, "_next_number", lambda d: 1)
+    v = build_version(ds, table_of(make_rows({"b": 0})), INFO)
+    assert v == ds / "v2"
+    m = load_manifest(v)
+    assert m["version"] == "v2" and m["number"] == 2 and m["changelog"][-1]["version"] == "v2"
+    card = (v / "README.md").read_text()
+    assert "# ds (v2)" in card and '"factory-store/ds/v2"' in card and "ds/v1" not in card
+    assert snapshot(v1) == before
+
+
+def test_list_versions_skips_incomplete_and_never_reuses_numbers(tmp_path):
+    ds = tmp_path / "ds"
+    assert list_versions(ds) == [] and latest_version(ds) is None
+    build_version(ds, table_of(make_rows({"a": 0})), INFO)
+    (ds / "v3").mkdir()  # a stray, manifest-less dir: not a version, but its number is taken
+    (ds / ".build-00000000-1-abcd").mkdir()  # another host's temp dir: not listed, not touched
+    (ds / "notes").mkdir()
+    assert [v.version for v in list_versions(ds)] == ["v1"]
+    v = build_version(ds, table_of(make_rows({"b": 0})), INFO)
+    assert v.name == "v4"
+    assert [v.version for v in list_versions(ds)] == ["v1", "v4"]
+    assert (ds / ".build-00000000-1-abcd").exists()
+
+
+def test_stale_build_dir_of_dead_process_is_cleaned(tmp_path):
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = ds / f"{version_mod.BUILD_PREFIX}{version_mod._HOST_TAG}-{dead.pid}-dead"
+    live = ds / f"{version_mod.BUILD_PREFIX}{version_mod._HOST_TAG}-{os.getpid()}-live"
+    stale.mkdir()
+    live.mkdir()
+    (stale / "x.parquet").write_bytes(b"partial")
+    assert clean_stale_builds(ds) == [stale]
+    assert not stale.exists() and live.exists()
+
+
+def test_large_tables_are_split_into_files(tmp_path, offline, monkeypatch):
+    monkeypatch.setattr(version_mod, "ROWS_PER_FILE", 4)
+    v1 = build_version(tmp_path / "ds", table_of(make_rows({f"p{i}": i for i in range(5)}, n=2)), INFO)
+    m = load_manifest(v1)
+    alls = [f for f in m["files"] if f["config"] == "all"]
+    assert [f["path"] for f in alls] == [f"data/all/train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert [f["rows"] for f in alls] == [4, 4, 2]
+    assert verify_files(v1) == []
+    t = load(v1, "all", offline)
+    assert t["prompt_index"] == [i for i in range(5) for _ in range(2)]
+
+
+def test_parent_that_fails_its_check_is_refused(tmp_path):
+    ds = tmp_path / "ds"
+    v1 = build_version(ds, table_of(make_rows({"a": 0})), INFO)
+    f = next((v1 / "data" / "all").glob("*.parquet"))
+    f.chmod(0o644)
+    f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(VersionError, match="manifest check"):
+        build_version(ds, table_of(make_rows({"b": 0})), INFO, parent=v1)
+    assert [v.version for v in list_versions(ds)] == ["v1"]
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+HOLDER = """
+import sys, time
+from factory.store.lock import dataset_lock
+with dataset_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_lock_contention_and_kill_frees_it(tmp_path):
+    ds = tmp_path / "store" / "myset"
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(ds)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(DatasetLocked, match=rf"another run is writing 'myset' \(pid {child.pid}, started "):
+            with dataset_lock(ds):
+                pass
+    finally:
+        child.send_signal(signal.SIGKILL)  # no cleanup code runs: the kernel must free the lock
+        child.wait()
+    with dataset_lock(ds) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        # A second lock in the same process is refused too (flock is per open file).
+        with pytest.raises(DatasetLocked):
+            with dataset_lock(ds):
+                pass
+    with dataset_lock(ds):  # released on exit
+        pass
