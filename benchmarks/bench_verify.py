@@ -69,7 +69,9 @@ def traces(pairs: list[tuple[str, str, str]]) -> list[Trace]:
 def measure(workers: int, rounds: list[list[tuple[str, str, str]]]) -> dict:
     v = MathVerifier(MathParams(workers=workers, timeout_s=10.0), {})
     try:
-        warm = make_pairs(workers * 7, seed=10_000 + workers)  # start every worker, off the clock
+        # Off the clock: start every worker and let each warm its LaTeX parser on every kind
+        # (antlr builds its prediction cache per process; the first parse of a shape is slow).
+        warm = make_pairs(workers * 35, seed=10_000 + workers)
         v.verify_many(traces([p for p in warm if p[0] != "integer"]))
         best = float("inf")
         verdicts = []

@@ -13,10 +13,7 @@ import pkgutil
 import sys
 
 from factory import __version__
-
-
-class UserError(Exception):
-    """An error whose message tells the user what to do; printed without a traceback."""
+from factory.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,12 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from factory.config import ConfigError
-    from factory.store.lock import DatasetLocked
-
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, DatasetLocked, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         print(f"factory {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,10 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from factory.errors import UserError
 from factory.prefilter.config import PrefilterConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message says what to change."""
 
 
@@ -107,6 +108,16 @@ class SamplingConfig(Section):
     max_tokens: int = Field(default=2048, ge=1)
     seed: int = 0
     ignore_eos: bool = False  # benchmarks only: every request runs to max_tokens
+    # Adaptive sampling: ask in rounds and stop a prompt once this many traces are accepted
+    # (or n is reached). None: always n samples.
+    stop_after_accepted: int | None = Field(default=None, ge=1)
+    round_size: int | None = Field(default=None, ge=1)  # samples per round; default stop_after_accepted
+
+    @model_validator(mode="after")
+    def _adaptive(self) -> "SamplingConfig":
+        if self.stop_after_accepted is not None and self.stop_after_accepted > self.n:
+            raise ValueError(f"sampling.stop_after_accepted ({self.stop_after_accepted}) cannot exceed n ({self.n})")
+        return self
 
 
 class VerifierSpec(Section):
@@ -126,13 +137,19 @@ class RunConfig(Section):
     inflight_factor: float = Field(default=2.0, ge=1.0)
     verify_workers: int | Literal["auto"] = "auto"
     ray_address: str | None = None  # default: $RAY_ADDRESS, else a local Ray instance
-    max_shard_retries: int = Field(default=3, ge=0)  # a shard whose replica died this often stops the run
+    # A shard whose replica died more often than this has its prompts run one at a time, alone on
+    # a replica; a prompt that still kills the engine more than max_prompt_retries times is set
+    # aside (rows with reason engine:engine_crash) and the run completes.
+    max_shard_retries: int = Field(default=1, ge=0)
+    max_prompt_retries: int = Field(default=1, ge=0)
     progress: bool = True
 
 
 class OutputConfig(Section):
     store: str = "factory-store"  # local dataset store (relative to the working directory)
     name: str = "default"
+    # Generate only prompts not in the latest version; the new version holds its rows plus the new.
+    incremental: bool = False
     # The dataset's license for the card; None shows "other": it depends on the teacher's and the
     # prompt source's terms, which factory cannot know.
     license: str | None = None

@@ -48,6 +48,7 @@ Status = Literal["ok", "timeout", "memory", "output_limit", "runtime_error", "ki
 _UID_BASE = 1_100_000
 _UID_SPAN = 800_000
 _STDERR_TAIL = 4096
+_STARTUP_GRACE_S = 30.0  # sandbox setup (not the code) gets this long before it counts as broken
 _SECRET_HOME_PATHS = (  # hidden from the sandbox when it runs as the caller's own uid
     ".cache/huggingface", ".huggingface", ".ssh", ".aws", ".config/gcloud", ".docker", ".kube",
     ".netrc", ".git-credentials", ".pypirc",
@@ -60,7 +61,7 @@ class SandboxError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SandboxLimits:
-    timeout_s: float = 4.0  # wall clock, from spawn to exit
+    timeout_s: float = 4.0  # wall clock of the code: from the end of sandbox setup to exit
     cpu_s: float | None = None  # RLIMIT_CPU; default: the wall limit rounded up, plus one
     memory_mb: int = 512  # RLIMIT_AS of each process
     max_processes: int = 16  # every task (threads too) the code may have at once
@@ -88,13 +89,19 @@ class SandboxResult:
 _BOOTSTRAP = r"""
 import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
-if cfg["unshare"]:
-    # Fallback network block: a new user namespace (no privilege needed) holding a new network
-    # namespace, whose only interface is a loopback that is down.
+if cfg["fallback"]:
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(0x10000000 | 0x40000000 | 0x08000000) != 0:  # NEWUSER | NEWNET | NEWIPC
-        sys.exit(0)  # setup failed: exits without saying "ready"
+    if cfg["unshare"]:
+        # Network block: a new user namespace (no privilege needed) holding a new network
+        # namespace, whose only interface is a loopback that is down.
+        if libc.unshare(0x10000000 | 0x40000000 | 0x08000000) != 0:  # NEWUSER|NEWNET|NEWIPC
+            sys.exit(0)  # setup failed: exits without saying "ready"
+    # bwrap's --die-with-parent, by hand: if the launcher dies (a verification worker killed
+    # for its own timeout), this process dies with it instead of running on.
+    libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    if os.getppid() != cfg["launcher"]:
+        sys.exit(0)
 nproc = cfg["nproc"]
 if cfg["count_tasks"]:
     # Same uid, same namespace: RLIMIT_NPROC counts every task of this user on the machine.
@@ -173,9 +180,11 @@ def _bwrap_argv(bwrap: str, workdir: str) -> list[str]:
     argv = [
         bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-        # An empty /tmp, then read-only: writes go to the workdir (disk, FSIZE-capped), never to
-        # a tmpfs that would eat the shared machine's RAM outside RLIMIT_AS.
+        "--ro-bind", "/", "/", "--proc", "/proc",
+        # A minimal /dev and an empty /tmp, both read-only: writes go to the workdir (disk,
+        # FSIZE-capped), never to a tmpfs (/dev/shm too) that would eat the shared machine's RAM
+        # outside RLIMIT_AS. Device nodes such as /dev/null stay writable.
+        "--dev", "/dev", "--remount-ro", "/dev",
         "--tmpfs", "/tmp", "--bind", workdir, workdir, "--remount-ro", "/tmp",
     ]
     if not _is_root():  # running as the caller: hide credentials kept under their home
@@ -283,7 +292,9 @@ def _run(mode: _Mode, code: str, stdin: str, limits: SandboxLimits) -> SandboxRe
         os.chmod(workdir, 0o700)
         cpu = int(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s + 1.999)
         cfg = {
+            "fallback": mode.isolation == "rlimits",
             "unshare": mode.unshare,
+            "launcher": os.getpid(),
             "count_tasks": not mode.drop_uid and not mode.unshare and mode.isolation == "rlimits",
             "nproc": limits.max_processes,
             "cpu": max(1, cpu),
@@ -308,8 +319,8 @@ def _run(mode: _Mode, code: str, stdin: str, limits: SandboxLimits) -> SandboxRe
             )
         os.close(w_ready)
         w_ready = -1
-        status, out, err, ready = _collect(proc, r_ready, start, limits)
-        wall = time.monotonic() - start
+        status, out, err, ready, code_start = _collect(proc, r_ready, start, limits)
+        wall = time.monotonic() - code_start
         if not ready:
             raise SandboxError(f"sandbox did not start (isolation={mode.isolation}): "
                                f"{err.decode(errors='replace')[-500:]}")
@@ -331,12 +342,15 @@ def _run(mode: _Mode, code: str, stdin: str, limits: SandboxLimits) -> SandboxRe
 
 
 def _collect(proc: subprocess.Popen[bytes], r_ready: int, start: float,
-             limits: SandboxLimits) -> tuple[Status | None, bytes, bytes, bool]:
+             limits: SandboxLimits) -> tuple[Status | None, bytes, bytes, bool, float]:
     """Read stdout/stderr incrementally until the process ends, the deadline or the output cap."""
     assert proc.stdout is not None and proc.stderr is not None
     out, err = bytearray(), collections.deque(maxlen=64)  # stderr: last 64 chunks suffice
     ready = False
-    deadline = start + limits.timeout_s
+    # The clock for the code starts when the bootstrap says "ready": on a loaded machine, setting
+    # up namespaces can take seconds, and that must not turn a correct program into a timeout.
+    deadline = start + max(_STARTUP_GRACE_S, limits.timeout_s)
+    code_start = start
     sel = selectors.DefaultSelector()
     fds = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err", r_ready: "ready"}
     for fd in fds:
@@ -347,6 +361,8 @@ def _collect(proc: subprocess.Popen[bytes], r_ready: int, start: float,
         while sel.get_map():
             now = time.monotonic()
             if now >= deadline:
+                if not ready:
+                    break  # never started: reported as a SandboxError by the caller
                 status = "timeout"
                 break
             if exited_at is None and proc.poll() is not None:
@@ -368,8 +384,10 @@ def _collect(proc: subprocess.Popen[bytes], r_ready: int, start: float,
                         break
                 elif kind == "err":
                     err.append(chunk)
-                else:
+                elif not ready:
                     ready = True
+                    code_start = time.monotonic()
+                    deadline = code_start + limits.timeout_s
             if status is not None:
                 break
     finally:
@@ -381,9 +399,9 @@ def _collect(proc: subprocess.Popen[bytes], r_ready: int, start: float,
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         proc.wait()
-    if ready is False and status is not None:
-        ready = True  # killed while starting up (e.g. a deadline shorter than startup)
-    return status, bytes(out[: limits.max_output_bytes]), b"".join(err), ready
+    if not ready:
+        _kill_group(proc)
+    return status, bytes(out[: limits.max_output_bytes]), b"".join(err), ready, code_start
 
 
 def _classify(rc: int | None, err: bytes) -> Status:

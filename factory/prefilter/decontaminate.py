@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from factory.errors import UserError
 from factory.prefilter.config import DecontaminateConfig
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ ProgressFn = Callable[[Iterable[T], int, str], Iterator[T]]
 _WORD = re.compile(r"[^\W_]+")
 
 
-class BenchmarkUnavailable(RuntimeError):
+class BenchmarkUnavailable(UserError, RuntimeError):
     """A requested benchmark could not be loaded; the message says how to give a local file."""
 
 

@@ -28,8 +28,7 @@ class RunStats:
     engine_ready_s: float | None = None
     first_accept_s: float | None = None
 
-    def add_rows(self, rows: list[dict[str, Any]], prompts: int) -> None:
-        self.prompts_done += prompts
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.generations += len(rows)
         for r in rows:
             self.tokens_out += r["num_tokens"] or 0

@@ -24,6 +24,12 @@ class EngineReplica:
         info = self._engine.info()
         info["node"] = os.uname().nodename
         info["pid"] = os.getpid()
+        try:
+            import ray
+
+            info["node_id"] = ray.get_runtime_context().get_node_id()
+        except Exception:  # not inside Ray (direct use in tests)
+            pass
         return info
 
     async def run(self, requests: list[tuple[Prompt, int]]) -> list[Completion]:

@@ -16,7 +16,7 @@ from typing import Any
 from factory.config import Config
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
@@ -55,11 +55,11 @@ def open_run(dataset_dir: Path, cfg: Config, resume_id: str | None = None) -> tu
     import yaml
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    _write_json_atomic(run_dir / "run.json", {"run_id": run_dir.name, "fingerprint": fp, "created_at": time.time()})
+    write_json_atomic(run_dir / "run.json", {"run_id": run_dir.name, "fingerprint": fp, "created_at": time.time()})
     return run_dir, False
 
 
 def mark_published(run_dir: Path, version: str) -> None:
     meta = read_run_json(run_dir)
     meta.update(published=version, published_at=time.time())
-    _write_json_atomic(run_dir / "run.json", meta)
+    write_json_atomic(run_dir / "run.json", meta)

@@ -35,7 +35,6 @@ class VerifyStage:
             if err:  # the engine failed this request: its reason leads, whatever else says
                 verdicts.insert(0, Verdict("engine", False, err.split(":", 1)[0]))
             rows.append(trace_row(trace, verdicts))
-        rows.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
         return rows
 
     def close(self) -> None:

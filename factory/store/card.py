@@ -52,7 +52,25 @@ def front_matter(manifest: dict[str, Any]) -> dict[str, Any]:
             {"config_name": "all",
              "data_files": [{"split": "train", "path": "data/all/*.parquet"}]},
         ],
+        "dataset_info": dataset_info(manifest),
     }
+
+
+def dataset_info(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Row counts and file sizes per config.
+
+    Besides informing the Hub viewer, these make each version's cache key in `datasets` distinct:
+    `datasets` keys a local folder's cache on its base name ("v1") and its card's YAML, not its
+    path or contents, so without them v1 of one dataset would load another dataset's cached v1.
+    """
+    out = []
+    for name in ("default", "all"):
+        files = [f for f in manifest.get("files", []) if f.get("config") == name]
+        size = sum(int(f.get("bytes") or 0) for f in files)
+        rows = sum(int(f.get("rows") or 0) for f in files)
+        out.append({"config_name": name, "splits": [{"name": "train", "num_examples": rows}],
+                    "download_size": size})
+    return out
 
 
 def _cell(x: Any) -> str:

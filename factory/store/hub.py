@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from factory.errors import UserError
+
 if TYPE_CHECKING:  # huggingface_hub is imported lazily: `import factory` stays fast
     from huggingface_hub import HfApi
 
@@ -48,7 +50,7 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------- errors
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """A Hub operation that failed; the message is safe to print (no token inside)."""
 
 

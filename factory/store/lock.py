@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from factory.errors import UserError
+
 LOCK_NAME = ".lock"
 
 
-class DatasetLocked(RuntimeError):
+class DatasetLocked(UserError, RuntimeError):
     """Another process is writing this dataset."""
 
 

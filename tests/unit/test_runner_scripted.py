@@ -45,6 +45,7 @@ def _ray():
 def test_generate_versions_and_reasons(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     r1 = generate(cfg)
+    assert r1.manifest["run_stats"]["engine_ready_s"] is not None
     assert r1.version_dir.name == "v1" and not r1.resumed
     all_rows = datasets.load_dataset(str(r1.version_dir), "all", split="train")
     default = datasets.load_dataset(str(r1.version_dir), "default", split="train")
@@ -84,13 +85,40 @@ def test_resume_skips_committed_shards(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)) == 24  # none lost, none twice
 
 
-def test_dead_engine_is_retried_then_fails_clearly(tmp_path: Path) -> None:
-    answers = {ROWS[3]["problem"]: "!dead"}
+def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path) -> None:
+    """A dead engine is replaced; the prompt that keeps killing it is isolated, set aside with a
+    reason, and every other prompt still gets its traces."""
+    poison = ROWS[3]["problem"]
+    answers = {poison: "!dead"}
     cfg = _cfg(tmp_path, teacher={"engine": "scripted", "engine_kwargs": {"answers": answers, "default": "\\boxed{1}"}},
-               run={"shard_size": 5, "progress": False, "max_shard_retries": 1})
-    with pytest.raises(RuntimeError, match="shard 0 failed on 2 replicas"):
-        generate(cfg)
-    # Shards that finished stay committed: a rerun after a fix resumes from them.
-    runs = list((tmp_path / "store" / "t" / ".runs").iterdir())
-    committed = RunDir(runs[0]).committed_shards()
-    assert 0 not in committed and committed <= {1, 2}
+               run={"shard_size": 5, "progress": False, "max_shard_retries": 1, "max_prompt_retries": 1})
+    r = generate(cfg)
+    rows = datasets.load_dataset(str(r.version_dir), "all", split="train")
+    assert len(rows) == 24
+    crashed = [x for x in rows if x["reject_reason"] == "engine:engine_crash"]
+    assert {x["problem"] for x in crashed} == {poison} and len(crashed) == 2
+    assert all(x["error"].startswith("engine_crash: killed the engine 2 times") for x in crashed)
+    others = [x for x in rows if x["problem"] != poison]
+    assert all(x["finish_reason"] == "stop" for x in others)
+
+
+def test_adaptive_sampling_stops_after_accepted(tmp_path: Path) -> None:
+    # Sample 0 wrong, sample 1 right, later samples right: with stop_after_accepted=1 and rounds of
+    # one sample, every prompt stops after sample 1.
+    answers = {r["problem"]: ["\\boxed{-1}", f"\\boxed{{{r['answer']}}}"] for r in ROWS}
+    cfg = _cfg(tmp_path, teacher={"engine": "scripted", "engine_kwargs": {"answers": answers}},
+               sampling={"n": 4, "max_tokens": 50, "stop_after_accepted": 1, "round_size": 1})
+    r = generate(cfg)
+    rows = datasets.load_dataset(str(r.version_dir), "all", split="train")
+    assert len(rows) == 24  # 12 prompts x 2 samples, not x 4
+    assert sorted({x["sample_index"] for x in rows}) == [0, 1]
+    assert sum(x["accepted"] for x in rows) == 12
+
+
+def test_same_version_name_in_two_datasets_loads_its_own_rows(tmp_path: Path) -> None:
+    # `datasets` keys a local folder's cache on its base name ("v1") and card YAML; the card's
+    # dataset_info keeps two datasets' v1 apart (this returned the first one's rows before).
+    a = generate(_cfg(tmp_path, source={"builtin": "arithmetic", "limit": 3}))
+    b = generate(_cfg(tmp_path, output={"store": str(tmp_path / "store"), "name": "other"}))
+    assert len(datasets.load_dataset(str(a.version_dir), "all", split="train")) == 6
+    assert len(datasets.load_dataset(str(b.version_dir), "all", split="train")) == 24

@@ -36,12 +36,21 @@ def mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+def _verifier(mode: str, timeout_s: float) -> CodeVerifier:
+    return CodeVerifier(CodeParams(isolation=mode, timeout_s=timeout_s, memory_mb=256,
+                                   max_processes=8, max_output_bytes=64 * 1024, max_tests=1))
+
+
 @pytest.fixture
 def verifier(mode: str) -> CodeVerifier:
-    v = CodeVerifier(CodeParams(isolation=mode, timeout_s=1.0, memory_mb=256,
-                                max_processes=8, max_output_bytes=64 * 1024, max_tests=1))
-    yield v
-    v.close()
+    """For attacks that end by themselves: a generous clock, so a loaded machine cannot flake."""
+    return _verifier(mode, 5.0)
+
+
+@pytest.fixture
+def short_verifier(mode: str) -> CodeVerifier:
+    """For attacks that run until the clock stops them."""
+    return _verifier(mode, 1.0)
 
 
 def judge(v: CodeVerifier, code: str, expected: str = "ok\n") -> tuple[bool | None, str]:
@@ -68,7 +77,7 @@ def sandbox_procs(marker: str) -> list[int]:
     return found
 
 
-def test_fork_bomb_hits_process_limit_and_leaves_nothing(mode: str, verifier: CodeVerifier) -> None:
+def test_fork_bomb_hits_process_limit_and_leaves_nothing(mode: str, short_verifier: CodeVerifier) -> None:
     bomb = """
         import os, sys
         print(os.getcwd(), flush=True)
@@ -90,47 +99,54 @@ def test_fork_bomb_hits_process_limit_and_leaves_nothing(mode: str, verifier: Co
     workdir = res.stdout.split()[0]
     assert workdir.startswith("/") and not sandbox_procs(workdir)
     assert not os.path.exists(workdir)
-    assert judge(verifier, bomb) == (False, "timeout (0/1 passed)")
+    assert judge(short_verifier, bomb) == (False, "timeout (0/1 passed)")
 
 
-def test_wall_clock_limit_kills_a_sleeper(mode: str, verifier: CodeVerifier) -> None:
+def test_wall_clock_limit_kills_a_sleeper(mode: str, short_verifier: CodeVerifier) -> None:
     t0 = time.monotonic()
     res = run_python("import time\ntime.sleep(60)\nprint('ok')", "", SHORT, isolation=mode)
     assert res.status == "timeout" and res.stdout == ""
     assert time.monotonic() - t0 < 10
-    assert judge(verifier, "import time\ntime.sleep(60)\nprint('ok')") == (False, "timeout (0/1 passed)")
+    verdict = judge(short_verifier, "import time\ntime.sleep(60)\nprint('ok')")
+    assert verdict == (False, "timeout (0/1 passed)")
 
 
-def test_cpu_limit_stops_a_busy_loop_before_the_wall_clock(mode: str, verifier: CodeVerifier) -> None:
+def test_cpu_limit_stops_a_busy_loop_before_the_wall_clock(mode: str, short_verifier: CodeVerifier) -> None:
     limits = SandboxLimits(timeout_s=20, cpu_s=1, memory_mb=256, max_processes=8)
     res = run_python("while True:\n    pass", "", limits, isolation=mode)
     assert res.status == "timeout"
     assert res.returncode in (-24, 128 + 24)  # SIGXCPU: RLIMIT_CPU, not the 20 s deadline
     assert res.wall_s < 10
-    assert judge(verifier, "while True:\n    pass") == (False, "timeout (0/1 passed)")
+    assert judge(short_verifier, "while True:\n    pass") == (False, "timeout (0/1 passed)")
 
 
 def test_memory_bomb_is_refused(mode: str, verifier: CodeVerifier) -> None:
-    bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))\nprint('ok')"
-    res = run_python(bomb, "", LIMITS, isolation=mode)
+    # Grows in touched 16 MiB steps (a real bomb), against a 128 MiB address-space limit.
+    bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\nprint('ok')"
+    limits = SandboxLimits(timeout_s=20, memory_mb=128, max_processes=8)
+    res = run_python(bomb, "", limits, isolation=mode)
     assert res.status == "memory", res.stderr_tail
-    assert res.wall_s < 10
-    assert judge(verifier, bomb) == (False, "memory (0/1 passed)")
+    assert res.wall_s < 15  # refused by the limit, not stopped by the clock
+    huge = "x = bytearray(1 << 36)\nprint('ok')"  # 64 GiB: more than the machine has
+    assert judge(verifier, huge) == (False, "memory (0/1 passed)")
 
 
-@pytest.mark.parametrize("where", ["root_home", "next_to_repo", "tmp"])
+@pytest.mark.parametrize("where", ["root_home", "next_to_repo", "tmp", "dev_shm"])
 def test_writes_outside_the_workdir_fail_and_leave_nothing(mode: str, verifier: CodeVerifier,
                                                           where: str) -> None:
     name = f"factory_escape_{uuid.uuid4().hex}"
     target = {"root_home": f"/tmp/../root/{name}", "next_to_repo": str(REPO / name),
-              "tmp": f"/tmp/{name}"}[where]
-    if os.geteuid() != 0 and mode == "rlimits" and where != "tmp":
+              "tmp": f"/tmp/{name}", "dev_shm": f"/dev/shm/{name}"}[where]
+    if where == "dev_shm" and not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this machine")
+    world_writable = where in ("tmp", "dev_shm")
+    if os.geteuid() != 0 and mode == "rlimits" and not world_writable:
         pytest.skip("the fallback run as a non-root user can write wherever that user can")
     code = f"open({target!r}, 'w').write('escaped')\nprint('ok')"
     try:
         passed, reason = judge(verifier, code)
         assert not os.path.exists(target)
-        if where == "tmp" and mode == "rlimits":
+        if world_writable and mode == "rlimits":
             # The fallback cannot make /tmp read-only; it removes what the run's uid left there.
             if os.geteuid() != 0:
                 pytest.skip("stray-file cleanup needs the per-run uid (root launches only)")
@@ -268,3 +284,32 @@ def test_detached_children_are_killed(mode: str) -> None:
     workdir = res.stdout.split()[0]
     time.sleep(0.1)
     assert not sandbox_procs(workdir)
+
+
+def test_sandbox_dies_with_its_launcher(mode: str) -> None:
+    # A verification worker killed from outside (its own timeout) must not leave code running.
+    base = Path(f"/tmp/factory-test-{uuid.uuid4().hex}")
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)  # the sandbox's own uid must reach its workdir inside
+    driver = (
+        "import sys, tempfile\n"
+        f"tempfile.tempdir = {str(base)!r}\n"
+        "from factory.sandbox import run_python\n"
+        f"run_python('import time\\ntime.sleep(60)', '', isolation={mode!r})\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", driver], env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        deadline = time.monotonic() + 30
+        while not sandbox_procs(str(base)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sandbox_procs(str(base)), "the sandboxed sleeper never started"
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 5
+        while sandbox_procs(str(base)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sandbox_procs(str(base))
+    finally:
+        launcher.kill()
+        launcher.wait()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,5 @@
+"""Errors a user can fix. The CLI prints their message (which says what to do) without a traceback."""
+
+
+class UserError(Exception):
+    pass

@@ -1,0 +1,212 @@
+"""Keeps every replica full and turns shards into committed parts.
+
+One driver thread dispatches calls and collects their completions; one verification thread turns a
+finished round into rows and either commits the shard (write, then it counts) or hands it back for
+another round. Queues between them are bounded: a slow verifier holds dispatch back instead of
+piling results up in memory.
+
+Faults: a request that fails is a row with a reason (the engine does that). A replica that dies is
+replaced and its calls are retried. A shard that keeps killing replicas is isolated: its prompts run
+one at a time, alone on a replica, so the prompt that kills engines is found exactly, and after
+`run.max_prompt_retries` it is set aside as `engine:engine_crash` rows while the run completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from factory.config import Config
+from factory.runner.progress import ProgressView, RunStats
+from factory.runner.shards import Call, Shard, split_by_prompt
+from factory.types import Completion
+
+log = logging.getLogger(__name__)
+
+
+class Replica:
+    def __init__(self, handle: Any, ready_ref: Any):
+        self.handle = handle
+        self.ready_ref = ready_ref
+        self.info: dict[str, Any] | None = None
+        self.inflight = 0  # requests
+        self.calls = 0
+        self.alone = False  # running an isolated call: nothing else may join it
+
+
+class Scheduler:
+    def __init__(self, cfg: Config, ray: Any, spawn: Callable[[], Replica], replicas: list[Replica],
+                 verify_rows: Callable[[Shard], list[dict[str, Any]]], commit: Callable[[Shard], None],
+                 stats: RunStats, view: ProgressView):
+        self.cfg, self.ray, self.spawn, self.replicas = cfg, ray, spawn, replicas
+        self.verify_rows, self.commit, self.stats, self.view = verify_rows, commit, stats, view
+        s = cfg.sampling
+        self.n, self.stop_after = s.n, s.stop_after_accepted
+        self.round_size = s.round_size or (s.stop_after_accepted or s.n)
+        # Requests kept queued per replica: enough that its scheduler never drains between calls.
+        self.target = max(1, int(cfg.teacher.max_num_seqs * cfg.run.inflight_factor))
+        self.calls: deque[Call] = deque()
+        self.inflight: dict[Any, tuple[Replica, Call]] = {}
+        self.to_verify: queue.Queue = queue.Queue(maxsize=max(4, 2 * len(replicas)))
+        self.back: queue.Queue = queue.Queue()  # shards needing another round, or committed (None)
+        self.failure: list[BaseException] = []
+
+    # ---------------------------------------------------------------- driver thread
+    def run(self, shards: list[Shard]) -> None:
+        outstanding = len(shards)
+        for shard in shards:
+            self._queue_round(shard)
+        worker = threading.Thread(target=self._verify_loop, name="factory-verify", daemon=True)
+        worker.start()
+        try:
+            while outstanding:
+                self._raise_failure()
+                while True:
+                    try:
+                        shard = self.back.get_nowait()
+                    except queue.Empty:
+                        break
+                    if shard.calls_out == 0 and not shard.completions and shard.rows is None:
+                        outstanding -= 1  # committed
+                    else:
+                        self._queue_round(shard)
+                self._dispatch()
+                if not self.inflight:
+                    time.sleep(0.05)
+                    continue
+                ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    self._collect(ref)
+                self.view.update()
+        finally:
+            self._put(None)
+            worker.join(timeout=60)
+        self._raise_failure()
+
+    def _queue_round(self, shard: Shard) -> None:
+        requests = shard.next_round(self.n, self.stop_after, self.round_size)
+        if not requests:  # nothing left to ask: verify an empty round, which commits the shard
+            self._put(shard)
+            return
+        call = Call(shard, requests)
+        new = split_by_prompt(call) if shard.isolated else [call]
+        shard.calls_out += len(new)
+        self.calls.extend(new)
+
+    def _dispatch(self) -> None:
+        for rep in self.replicas:
+            while self.calls and not rep.alone:
+                call = self.calls[0]
+                if call.alone:
+                    if rep.calls:  # an isolated call waits for an idle replica
+                        break
+                    rep.alone = True
+                elif rep.calls and rep.inflight >= self.target:
+                    break
+                self.calls.popleft()
+                self.inflight[rep.handle.run.remote(call.requests)] = (rep, call)
+                rep.inflight += len(call.requests)
+                rep.calls += 1
+                if self.stats.gen_started is None:
+                    self.stats.gen_started = time.perf_counter()
+
+    def _collect(self, ref: Any) -> None:
+        rep, call = self.inflight.pop(ref)
+        rep.inflight -= len(call.requests)
+        rep.calls -= 1
+        rep.alone = False
+        try:
+            completions: list[Completion] = self.ray.get(ref)
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as e:
+            self._replica_failed(rep, call, e)
+            return
+        self._call_done(call, completions)
+
+    def _call_done(self, call: Call, completions: list[Completion]) -> None:
+        shard = call.shard
+        shard.completions.extend(completions)
+        shard.calls_out -= 1
+        if shard.calls_out == 0:
+            self._put(shard)
+
+    def _replica_failed(self, rep: Replica, call: Call, err: BaseException) -> None:
+        """Replace the replica; every call it held is retried (none of them was committed)."""
+        log.warning("replica failed (%s: %s); replacing it", type(err).__name__, str(err).splitlines()[0][:200])
+        lost = [call] + [c for ref, (r, c) in list(self.inflight.items()) if r is rep]
+        for ref in [ref for ref, (r, _) in self.inflight.items() if r is rep]:
+            self.inflight.pop(ref)
+        try:
+            self.ray.kill(rep.handle)
+        except Exception:
+            pass
+        self.replicas.remove(rep)
+        fresh = self.spawn()
+        fresh.info = self.ray.get(fresh.ready_ref)
+        self.replicas.append(fresh)
+        for c in lost:
+            self._retry(c, err)
+
+    def _retry(self, call: Call, err: BaseException) -> None:
+        shard, cfg = call.shard, self.cfg.run
+        if call.alone:  # the only call on its replica: this prompt killed it
+            pid = call.requests[0][0].prompt_id
+            shard.prompt_tries[pid] += 1
+            if shard.prompt_tries[pid] > cfg.max_prompt_retries:
+                log.warning("prompt %s killed the engine %d times; set aside", pid, shard.prompt_tries[pid])
+                reason = f"engine_crash: killed the engine {shard.prompt_tries[pid]} times ({type(err).__name__})"
+                self._call_done(call, [Completion(p.prompt_id, i, "", "error", error=reason) for p, i in call.requests])
+            else:
+                self.calls.appendleft(call)
+            return
+        shard.tries += 1
+        if shard.tries > cfg.max_shard_retries:
+            if not shard.isolated:
+                log.warning("shard %d failed %d times; running its prompts one at a time", shard.shard_id, shard.tries)
+            shard.isolated = True
+            parts = split_by_prompt(call)
+            shard.calls_out += len(parts) - 1
+            self.calls.extendleft(reversed(parts))
+        else:
+            self.calls.appendleft(call)
+
+    def _put(self, item: Shard | None) -> None:
+        while True:
+            self._raise_failure()
+            try:
+                self.to_verify.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_failure(self) -> None:
+        if self.failure:
+            raise self.failure[0]
+
+    # ---------------------------------------------------------------- verification thread
+    def _verify_loop(self) -> None:
+        try:
+            while True:
+                shard = self.to_verify.get()
+                if shard is None:
+                    return
+                if shard.completions:
+                    rows = self.verify_rows(shard)
+                    shard.completions = []
+                    for r in rows:
+                        if r["accepted"]:
+                            shard.accepted[r["prompt_id"]] += 1
+                    shard.rows.extend(rows)
+                    self.stats.add_rows(rows)
+                    self.back.put(shard)  # the driver decides: another round, or (empty round) commit
+                    continue
+                self.commit(shard)  # write, then mark: the part's rename is the commit
+                self.stats.prompts_done += len(shard.prompts)
+                shard.rows = None  # type: ignore[assignment]  # released; marks "committed" for the driver
+                self.back.put(shard)
+        except BaseException as e:
+            self.failure.append(e)
