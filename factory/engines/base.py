@@ -16,6 +16,9 @@ from factory.types import Completion, Prompt
 
 class Engine(ABC):
     name: ClassVar[str]
+    # Live counters for the progress bar (read by the runner while calls are in flight).
+    requests_done: int = 0
+    tokens_out: int = 0
 
     @abstractmethod
     async def start(self) -> None:

@@ -419,15 +419,17 @@ class OpenAIEngine(Engine):
 
     async def _guarded(self, prompt: Prompt, sample_index: int) -> Completion:
         try:
-            return await self._one(prompt, sample_index)
+            c = await self._one(prompt, sample_index)
         except OpenAIEngineError:
             raise  # fatal: the runner replaces the replica
         except _RowError as e:
-            return Completion(prompt.prompt_id, sample_index, "", "error",
-                              error=self._scrub(f"{e.kind}: {e}")[:500])
+            c = Completion(prompt.prompt_id, sample_index, "", "error", error=self._scrub(f"{e.kind}: {e}")[:500])
         except Exception as e:  # anything unforeseen is one row's problem, kept as data
-            return Completion(prompt.prompt_id, sample_index, "", "error",
-                              error=self._scrub(f"{type(e).__name__}: {e}")[:500])
+            c = Completion(prompt.prompt_id, sample_index, "", "error",
+                           error=self._scrub(f"{type(e).__name__}: {e}")[:500])
+        self.requests_done += 1  # live counters the runner polls for the progress bar
+        self.tokens_out += c.num_tokens
+        return c
 
     async def generate(self, requests: Sequence[tuple[Prompt, int]]) -> AsyncIterator[Completion]:
         if self._session is None:

@@ -50,6 +50,8 @@ class ScriptedEngine(Engine):
                 continue
             words = text.split()
             truncated = len(words) > self.max_tokens
+            self.requests_done += 1
+            self.tokens_out += min(len(words), self.max_tokens)
             yield Completion(
                 prompt.prompt_id, i, " ".join(words[: self.max_tokens]) if truncated else text,
                 "length" if truncated else "stop", prompt_tokens=len(prompt.problem.split()),

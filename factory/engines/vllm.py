@@ -57,22 +57,8 @@ class VLLMEngine(Engine):
         t0 = time.perf_counter()
         t = self.teacher
         model = resolve_model(t["model"])
-        gpu = _has_cuda()
-        self._per_request_seed = gpu
-        mem = t.get("gpu_memory_utilization") or (0.9 if gpu else 0.3)  # on CPU: a share of RAM
-        kwargs: dict[str, Any] = dict(
-            model=model,
-            revision=t.get("revision"),
-            dtype=t["dtype"],
-            max_model_len=t["max_model_len"],
-            tensor_parallel_size=t["tensor_parallel_size"],
-            pipeline_parallel_size=t["pipeline_parallel_size"],
-            gpu_memory_utilization=mem,
-            max_num_seqs=t["max_num_seqs"],
-            seed=self.sampling["seed"],
-            enable_prefix_caching=True,  # n samples of one prompt share its prefix
-        )
-        kwargs.update(t.get("engine_kwargs") or {})
+        self._per_request_seed = _has_cuda()
+        kwargs = engine_args(t, self.sampling["seed"], model)
         self._tokenizer = AutoTokenizer.from_pretrained(model, revision=t.get("revision"))
         args = AsyncEngineArgs(**kwargs)
         self._engine = AsyncLLM.from_engine_args(args)
@@ -108,6 +94,7 @@ class VLLMEngine(Engine):
 
     async def _one(self, prompt: Prompt, sample_index: int, ids: list[int]) -> Completion:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         s, max_len = self.sampling, self.teacher["max_model_len"]
         room = max_len - len(ids)
@@ -118,6 +105,7 @@ class VLLMEngine(Engine):
             )
         params = SamplingParams(
             n=1,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one message per request, not one per token
             temperature=s["temperature"],
             top_p=s["top_p"],
             max_tokens=min(s["max_tokens"], room),
@@ -133,6 +121,8 @@ class VLLMEngine(Engine):
         async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id):  # type: ignore[union-attr]
             final = out
         o = final.outputs[0]
+        self.requests_done += 1
+        self.tokens_out += len(o.token_ids)
         return Completion(
             prompt_id=prompt.prompt_id,
             sample_index=sample_index,
@@ -174,6 +164,26 @@ class VLLMEngine(Engine):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any]:
+    """vLLM engine arguments from the teacher config; shared with the raw-vLLM benchmark."""
+    gpu = _has_cuda()
+    kwargs: dict[str, Any] = dict(
+        model=model,
+        revision=teacher.get("revision"),
+        dtype=teacher["dtype"],
+        max_model_len=teacher["max_model_len"],
+        tensor_parallel_size=teacher["tensor_parallel_size"],
+        pipeline_parallel_size=teacher["pipeline_parallel_size"],
+        # On CPU vLLM reads this as a share of RAM for the KV cache.
+        gpu_memory_utilization=teacher.get("gpu_memory_utilization") or (0.9 if gpu else 0.3),
+        max_num_seqs=teacher["max_num_seqs"],
+        seed=seed,
+        enable_prefix_caching=True,  # the n samples of a prompt share its prefix
+    )
+    kwargs.update(teacher.get("engine_kwargs") or {})
+    return kwargs
 
 
 def _is_engine_dead(e: BaseException) -> bool:

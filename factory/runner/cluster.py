@@ -27,6 +27,9 @@ def connect(cfg: Config) -> Any:
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         else:
+            # Ray renices its workers (15) by default; a CPU engine replica would then lose the
+            # cores to anything else on the machine, the driver included.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True,
                      num_cpus=os.cpu_count())
     return ray

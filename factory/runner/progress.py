@@ -26,6 +26,10 @@ class RunStats:
     gen_started: float | None = None
     gen_finished: float | None = None
     engine_ready_s: float | None = None
+    live_requests: int = 0  # polled from the engines while they work
+    live_tokens: int = 0
+    retired_requests: int = 0  # counters of replicas that were replaced
+    retired_tokens: int = 0
     first_accept_s: float | None = None
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
@@ -47,7 +51,7 @@ class RunStats:
 
     def tokens_per_s(self) -> float:
         s = self.gen_seconds()
-        return self.tokens_out / s if s > 0 else 0.0
+        return max(self.tokens_out, self.live_tokens) / s if s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,7 +94,7 @@ class ProgressView:
     def update(self) -> None:
         s = self.stats
         rate = f"{s.tokens_per_s():,.0f} tok/s"
-        acc = f"accepted {s.accepted}/{s.generations}" + (
+        acc = f"{s.live_requests} samples, accepted {s.accepted}/{s.generations} verified" + (
             f" ({100 * s.accepted / s.generations:.0f}%)" if s.generations else "")
         if self._bar is not None:
             self._bar.update(self._task, completed=s.prompts_done, rate=rate, acc=acc)

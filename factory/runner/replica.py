@@ -35,5 +35,9 @@ class EngineReplica:
     async def run(self, requests: list[tuple[Prompt, int]]) -> list[Completion]:
         return [c async for c in self._engine.generate(requests)]
 
+    async def progress(self) -> tuple[int, int]:
+        """(requests finished, output tokens) so far: polled by the driver for the live bar."""
+        return self._engine.requests_done, self._engine.tokens_out
+
     async def shutdown(self) -> None:
         await self._engine.shutdown()

@@ -37,6 +37,7 @@ class Replica:
         self.inflight = 0  # requests
         self.calls = 0
         self.alone = False  # running an isolated call: nothing else may join it
+        self.progress: tuple[int, int] = (0, 0)  # (requests finished, output tokens) as last polled
 
 
 class Scheduler:
@@ -55,6 +56,8 @@ class Scheduler:
         self.to_verify: queue.Queue = queue.Queue(maxsize=max(4, 2 * len(replicas)))
         self.back: queue.Queue = queue.Queue()  # shards needing another round, or committed (None)
         self.failure: list[BaseException] = []
+        self._progress: dict[Replica, Any] = {}  # replica -> pending progress() ref
+        self._progress_at = 0.0
 
     # ---------------------------------------------------------------- driver thread
     def run(self, shards: list[Shard]) -> None:
@@ -82,11 +85,32 @@ class Scheduler:
                 ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
                 for ref in ready:
                     self._collect(ref)
+                self._poll_progress()
                 self.view.update()
         finally:
             self._put(None)
             worker.join(timeout=60)
         self._raise_failure()
+
+    def _poll_progress(self) -> None:
+        """Live tokens/s from the engines, without ever blocking the dispatch loop on them."""
+        now = time.perf_counter()
+        if now - self._progress_at < 1.0:
+            return
+        self._progress_at = now
+        for rep in self.replicas:
+            ref = self._progress.get(rep)
+            if ref is not None:
+                done, _ = self.ray.wait([ref], timeout=0)
+                if not done:
+                    continue
+                try:
+                    rep.progress = self.ray.get(done[0])
+                except Exception:
+                    pass
+            self._progress[rep] = rep.handle.progress.remote()
+        self.stats.live_requests = sum(r.progress[0] for r in self.replicas) + self.stats.retired_requests
+        self.stats.live_tokens = sum(r.progress[1] for r in self.replicas) + self.stats.retired_tokens
 
     def _queue_round(self, shard: Shard) -> None:
         requests = shard.next_round(self.n, self.stop_after, self.round_size)
@@ -145,6 +169,9 @@ class Scheduler:
         except Exception:
             pass
         self.replicas.remove(rep)
+        self._progress.pop(rep, None)
+        self.stats.retired_requests += rep.progress[0]
+        self.stats.retired_tokens += rep.progress[1]
         fresh = self.spawn()
         fresh.info = self.ray.get(fresh.ready_ref)
         self.replicas.append(fresh)

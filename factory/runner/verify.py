@@ -12,7 +12,7 @@ from typing import Any
 from factory.config import Config
 from factory.parsing import make_trace
 from factory.store.schema import trace_row
-from factory.types import Completion, Prompt, Verdict
+from factory.types import Completion, Prompt, Trace, Verdict
 from factory.verifiers import build_verifiers
 
 
@@ -21,20 +21,29 @@ class VerifyStage:
         self.extraction = cfg.answer_extraction()
         context = {"expects_think_tags": cfg.teacher.expects_think_tags, "verify_workers": workers}
         self.verifiers = build_verifiers(cfg.verifiers, context)
+        self.advisory = frozenset(v.name for v in self.verifiers if v.advisory)
 
     def describe(self) -> list[dict[str, Any]]:
         return [v.describe() for v in self.verifiers]
 
     def rows(self, prompts: dict[str, Prompt], completions: Sequence[Completion]) -> list[dict[str, Any]]:
-        traces = [make_trace(prompts[c.prompt_id], c, self.extraction) for c in completions]
-        per_verifier = [v.verify_many(traces) for v in self.verifiers]
+        return self.rows_for_traces([make_trace(prompts[c.prompt_id], c, self.extraction) for c in completions])
+
+    def rows_for_traces(self, traces: Sequence[Trace]) -> list[dict[str, Any]]:
+        per_verifier: list[list[Verdict]] = []
+        for v in self.verifiers:
+            if v.wants_prior:
+                prior = [[pv[i] for pv in per_verifier] for i in range(len(traces))]
+                per_verifier.append(v.verify_many(traces, prior=prior))  # type: ignore[call-arg]
+            else:
+                per_verifier.append(v.verify_many(traces))
         rows = []
         for i, trace in enumerate(traces):
             verdicts = [pv[i] for pv in per_verifier]
             err = trace.completion.error
             if err:  # the engine failed this request: its reason leads, whatever else says
                 verdicts.insert(0, Verdict("engine", False, err.split(":", 1)[0]))
-            rows.append(trace_row(trace, verdicts))
+            rows.append(trace_row(trace, verdicts, self.advisory))
         return rows
 
     def close(self) -> None:

@@ -50,23 +50,25 @@ def assistant_content(reasoning: str, answer_text: str) -> str:
     return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer_text.strip()}"
 
 
-def decide(verdicts: Sequence[Verdict]) -> tuple[bool, str | None]:
+def decide(verdicts: Sequence[Verdict], advisory: frozenset[str] = frozenset()) -> tuple[bool, str | None]:
     """A trace is accepted only if every verdict passed; otherwise the first non-pass names why.
 
     "Cannot tell" (passed=None) is never acceptance: an unparseable reference must not let an
-    unchecked trace into `default`.
+    unchecked trace into `default`. Advisory verdicts (by name) are recorded, never decisive.
     """
     for v in verdicts:
+        if v.name in advisory:
+            continue
         if v.passed is not True:
             reason = v.reason or ("unknown" if v.passed is None else "failed")
             return False, f"{v.name}:{reason}"
     return True, None
 
 
-def trace_row(trace: Trace, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+def trace_row(trace: Trace, verdicts: Sequence[Verdict], advisory: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One `all` row (PART_SCHEMA) for a verified trace."""
     p, c = trace.prompt, trace.completion
-    accepted, reject_reason = decide(verdicts)
+    accepted, reject_reason = decide(verdicts, advisory)
     messages = [dict(m) for m in p.messages if m["role"] != "system"] + [
         {"role": "assistant", "content": assistant_content(trace.reasoning, trace.answer_text)}
     ]

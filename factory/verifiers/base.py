@@ -26,6 +26,12 @@ class Verifier(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     # Cheap verifiers run first; a trace rejected by one still gets every verdict recorded.
     version: ClassVar[str] = "1"
+    # Advisory verifiers (e.g. an LLM judge) are recorded beside the others but never decide
+    # acceptance.
+    advisory: ClassVar[bool] = False
+    # Verifiers that need the verdicts of the ones listed before them (e.g. to judge only math
+    # rejects) set this and accept `prior=` in verify_many.
+    wants_prior: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel, context: dict[str, Any] | None = None):
         self.params = params

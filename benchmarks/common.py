@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmarks: run a command, read its JSON lines, run factory generate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / ".bench"
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def run(cmd: list[str], timeout: float = 3600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise SystemExit(f"benchmark step failed ({proc.returncode}): {' '.join(cmd)}")
+    return proc
+
+
+def factory_generate(config: str, overrides: list[str], name: str) -> dict[str, Any]:
+    """Run `factory generate` in its own process; return the new version's manifest."""
+    store = BENCH_DIR / "store"
+    sets = [f"output.store={store}", f"output.name={name}", "run.progress=false", *overrides]
+    cmd = [sys.executable, "-m", "factory.cli", "generate", config]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.perf_counter()
+    proc = run(cmd)
+    wall = time.perf_counter() - t0
+    version = next(line.split("version:")[1].split()[0] for line in proc.stdout.splitlines() if "version:" in line)
+    manifest = json.loads((Path(version) / "manifest.json").read_text())
+    manifest["_process_wall_s"] = wall
+    return manifest
+
+
+def record(result: dict[str, Any]) -> None:
+    """Print one JSON line and append it to .bench/results.jsonl."""
+    BENCH_DIR.mkdir(exist_ok=True)
+    line = json.dumps(result, sort_keys=True)
+    print(line, flush=True)
+    with (BENCH_DIR / "results.jsonl").open("a") as f:
+        f.write(line + "\n")

@@ -1,0 +1,579 @@
+"""Re-verify traces that already exist, without generating: `factory verify`.
+
+Input: a version dir (its `all` rows; the verifiers default to the ones that version ran), or a
+JSONL / JSON / Parquet file of rows with `problem`, `completion` (or `messages`: the last
+assistant message is the completion) and `reference` (math) or `tests` (code), optionally
+`finish_reason`, `prompt_id`, `sample_index`, `num_tokens`, `error`, `reasoning`.
+
+Output: one Parquet file (zstd) holding every input column, with the verdict columns of the
+`all` shape added or replaced: reasoning, extracted_answer, accepted, reject_reason, verdicts,
+pass_rate (and prompt_id, sample_index when the input has none). Traces are parsed and judged by
+the runner's own VerifyStage, so a re-verified row matches what `factory generate` would write.
+
+Memory stays bounded: rows are read, verified and written in batches. pass_rate (accepted /
+samples of the row's prompt) is known only once every row is in, so a first pass writes a temp
+file and keeps per-prompt counts; a second pass fills pass_rate. The output appears in one
+rename, never half-written, and never over the input or inside a version dir.
+
+Rows that cannot be verified (no problem, no completion, a line that is not JSON) are kept as
+rows with accepted=False and reject_reason "input:<why>", counted like any other reject.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from factory.config import Config, ConfigError, load_config
+from factory.errors import UserError
+from factory.parsing import EXTRACTION_MODES, make_trace
+from factory.store.schema import ALL_SCHEMA
+from factory.types import Completion, Prompt, Trace, Verdict
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 1000
+PROGRESS_MIN_ROWS = 1000  # a progress bar only for inputs larger than this
+# Written by verify, replacing an input column of the same name.
+VERDICT_COLUMNS = ("reasoning", "extracted_answer", "accepted", "reject_reason", "verdicts", "pass_rate")
+# Added when the input lacks them (pass_rate is per prompt: rows need a prompt key).
+ID_COLUMNS = ("prompt_id", "sample_index")
+_TYPES = {f.name: f.type for f in ALL_SCHEMA}
+# VerifyStage takes a run Config, whose source is irrelevant when nothing is generated.
+_PLACEHOLDER_SOURCE = {"builtin": "arithmetic"}
+META_KEY = b"factory.verify"
+
+
+# ----------------------------------------------------------------------------- input
+
+
+@dataclass
+class Input:
+    """Where rows come from; `batches()` yields (table, {row in batch: input reason})."""
+
+    path: Path
+    kind: str  # "version" | "jsonl" | "json" | "parquet"
+    schema: pa.Schema
+    num_rows: int
+    manifest: dict[str, Any] | None = None
+    _files: list[Path] = field(default_factory=list)
+
+    def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[pa.Table, dict[int, str]]]:
+        if self.kind in ("version", "parquet"):
+            for f in self._files:
+                pf = pq.ParquetFile(f)
+                for b in pf.iter_batches(batch_size=batch_rows):
+                    yield pa.Table.from_batches([b]).cast(self.schema), {}
+        elif self.kind == "jsonl":
+            for rows, bad in _jsonl_chunks(self.path, batch_rows):
+                yield pa.Table.from_pylist(rows, schema=self.schema), bad
+        else:
+            rows = _json_array(self.path)
+            for start in range(0, len(rows), batch_rows):
+                yield pa.Table.from_pylist(rows[start:start + batch_rows], schema=self.schema), {}
+
+
+def _jsonl_chunks(path: Path, batch_rows: int) -> Iterator[tuple[list[dict[str, Any]], dict[int, str]]]:
+    rows: list[dict[str, Any]] = []
+    bad: dict[int, str] = {}
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:invalid_json",
+                            path, lineno, e)
+                obj = None
+            if not isinstance(obj, dict):
+                bad[len(rows)] = "invalid_json" if obj is None else "not_an_object"
+                obj = {}
+            rows.append(obj)
+            if len(rows) >= batch_rows:
+                yield rows, bad
+                rows, bad = [], {}
+    if rows:
+        yield rows, bad
+
+
+def _json_array(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); for one object per line name it .jsonl") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON array of rows (or JSON lines in a .jsonl file)")
+    return [r if isinstance(r, dict) else {} for r in data]
+
+
+def _infer_schema(chunks: Iterator[list[dict[str, Any]]], path: Path) -> tuple[pa.Schema, int]:
+    """One schema for the whole file: each chunk's inferred schema, unified (null -> string,
+    int -> float, struct fields merged), so every batch is written with the same columns."""
+    schema: pa.Schema | None = None
+    n = 0
+    for rows in chunks:
+        n += len(rows)
+        try:
+            s = pa.Table.from_pylist(rows).schema
+            schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise UserError(f"{path}: a column holds values of different types ({e}); "
+                            "make each column one type, or convert the file to Parquet") from None
+    return schema or pa.schema([]), n
+
+
+def _is_version(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def open_input(path: str | Path, batch_rows: int = BATCH_ROWS) -> Input:
+    """A version dir (STORE/NAME/vN; STORE/NAME means its newest), or a .jsonl/.json/.parquet file."""
+    from factory.store.version import latest_version, load_manifest, verify_files
+
+    p = Path(path).expanduser()
+    if p.is_dir() and not _is_version(p):
+        latest = latest_version(p)
+        if latest is None:
+            raise UserError(f"{p} is a directory but neither a version (no manifest.json) nor a dataset dir with versions")
+        log.warning("%s: verifying its newest version, %s", p, latest.name)
+        p = latest
+    if _is_version(p):
+        problems = verify_files(p)
+        if problems:
+            raise UserError(f"version {p} fails its manifest check: {'; '.join(problems[:5])}")
+        manifest = load_manifest(p)
+        files = [p / f["path"] for f in manifest["files"] if f["config"] == "all"]
+        rows = sum(f["rows"] for f in manifest["files"] if f["config"] == "all")
+        return Input(p, "version", ALL_SCHEMA, rows, manifest, files)
+    if not p.is_file():
+        raise UserError(f"{p} does not exist (expected a version dir or a .jsonl/.json/.parquet file)")
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            pf = pq.ParquetFile(p)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise UserError(f"{p} is not a readable Parquet file ({e})") from None
+        return Input(p, "parquet", pf.schema_arrow, pf.metadata.num_rows, None, [p])
+    if suffix in (".jsonl", ".ndjson"):
+        schema, n = _infer_schema((rows for rows, _ in _jsonl_chunks(p, batch_rows)), p)
+        return Input(p, "jsonl", schema, n)
+    if suffix == ".json":
+        rows = _json_array(p)
+        schema, n = _infer_schema(iter([rows]), p)
+        return Input(p, "json", schema, n)
+    raise UserError(f"{p}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet (or a version dir)")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def resolve_config(inp: Input, config_path: str | Path | None = None, verifiers: list[str] | None = None,
+                   overrides: list[str] | None = None, extraction: str | None = None) -> Config:
+    """The verifiers to run: `verifiers` names (default params), else a YAML config (a run config,
+    or just a `verifiers:` list), else the version's own, else truncation + math (+ code instead
+    of math for rows with `tests`). `overrides` are `--set` items applied on top."""
+    import yaml
+
+    if config_path is not None:
+        cp = Path(config_path)
+        if not cp.is_file():
+            raise ConfigError(f"config file {cp} not found")
+        try:
+            data = yaml.safe_load(cp.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {cp} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {cp} must be a mapping at the top level")
+        origin = str(cp)
+    elif inp.manifest is not None:
+        # Only what verification needs: the rest of an old run config may not validate any more.
+        m = inp.manifest
+        run_cfg = m.get("config") or {}
+        specs = run_cfg.get("verifiers")
+        if specs is None:  # an older manifest: rebuild specs from the verifiers' descriptions
+            specs = [{"name": v["name"], **(v.get("params") or {})} for v in m.get("verifiers") or []]
+        data = {"verifiers": copy.deepcopy(specs),
+                "teacher": {"expects_think_tags": bool((run_cfg.get("teacher") or {}).get("expects_think_tags"))}}
+        origin = f"(the verifiers of {inp.path})"
+    else:
+        data = {}
+        origin = "(defaults)"
+    data.setdefault("source", dict(_PLACEHOLDER_SOURCE))
+    if verifiers:
+        data["verifiers"] = [{"name": n} for n in verifiers]
+    elif not data.get("verifiers") and inp.kind != "version":
+        names = inp.schema.names
+        checker = "code" if "tests" in names and "reference" not in names else "math"
+        data["verifiers"] = [{"name": "truncation"}, {"name": checker}]
+    if extraction is not None:
+        if extraction not in EXTRACTION_MODES:
+            raise ConfigError(f"--extraction {extraction!r} unknown; modes are: {', '.join(EXTRACTION_MODES)}")
+        for spec in data.get("verifiers") or []:
+            if isinstance(spec, dict) and spec.get("name") == "math":
+                spec["extraction"] = extraction
+    return load_config(None, overrides, origin=origin, data=data)
+
+
+# ----------------------------------------------------------------------------- rows -> traces
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else str(v)
+
+
+def _reference(row: dict[str, Any]) -> str | None:
+    v = row.get("reference")
+    if v is None:
+        v = row.get("tests")
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return json.dumps(v, sort_keys=True)  # code tests ({"inputs": [...], "outputs": [...]})
+
+
+def _split_messages(messages: Any) -> tuple[list[dict[str, str]], str | None]:
+    """(the messages before the last assistant turn, that turn's content)."""
+    if not isinstance(messages, list):
+        return [], None
+    msgs = [m for m in messages if isinstance(m, dict)]
+    for i in range(len(msgs) - 1, -1, -1):
+        if msgs[i].get("role") == "assistant":
+            return [{"role": str(m.get("role")), "content": _text(m.get("content")) or ""} for m in msgs[:i]], \
+                _text(msgs[i].get("content"))
+    return [{"role": str(m.get("role")), "content": _text(m.get("content")) or ""} for m in msgs], None
+
+
+def row_trace(row: dict[str, Any], prompt_id: str, sample_index: int, index: int,
+              extraction: str) -> Trace | str:
+    """A Trace for one input row, or the input reason it cannot be verified."""
+    before, assistant = _split_messages(row.get("messages"))
+    problem = _text(row.get("problem")) if "problem" in row else None
+    if problem is None and "problem" not in row:
+        users = [m["content"] for m in before if m["role"] == "user"]
+        problem = users[-1] if users else None
+    if problem is None or not problem.strip():
+        return "missing_problem"
+    text = _text(row.get("completion"))
+    if text is None:
+        text = assistant
+    if text is None:
+        return "missing_completion"
+    reasoning = _text(row.get("reasoning"))
+    # A version row whose engine split the reasoning off stores it apart from the completion;
+    # handing it back keeps the think-format check and the answer split as they were.
+    reasoning_content = reasoning if reasoning and reasoning.strip() and reasoning.strip() not in text else None
+    messages = [m for m in before if m["role"] != "assistant"] or [{"role": "user", "content": problem}]
+    prompt = Prompt(prompt_id, index, problem, _reference(row), messages, _text(row.get("source")) or "")
+    num_tokens = row.get("num_tokens")
+    completion = Completion(
+        prompt_id, sample_index, text,
+        _text(row.get("finish_reason")),  # type: ignore[arg-type]  # None: unknown, not invented
+        prompt_tokens=int(row.get("prompt_tokens") or 0), num_tokens=int(num_tokens or 0),
+        reasoning_content=reasoning_content, error=_text(row.get("error")),
+    )
+    return make_trace(prompt, completion, extraction)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+@dataclass
+class VerifyResult:
+    out: Path
+    input: Path
+    rows: int = 0
+    accepted: int = 0
+    rejected_by_reason: Counter = field(default_factory=Counter)
+    verifiers: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> passed/failed/unknown
+    advisory: list[str] = field(default_factory=list)
+    # Advisory verifiers that passed a rejected trace (an LLM judge disagreeing with math-verify).
+    advisory_passed_on_rejected: Counter = field(default_factory=Counter)
+    described: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return self.rows - self.accepted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"input": str(self.input), "out": str(self.out), "rows": self.rows, "accepted": self.accepted,
+                "rejected": self.rejected, "rejected_by_reason": dict(self.rejected_by_reason.most_common()),
+                "verifiers": self.verifiers, "advisory": self.advisory,
+                "advisory_passed_on_rejected": dict(self.advisory_passed_on_rejected)}
+
+
+def default_output(inp: Input) -> Path:
+    if inp.kind == "version":
+        return inp.path.parent / f"{inp.path.name}.verified.parquet"
+    return inp.path.with_name(f"{inp.path.stem}.verified.parquet")
+
+
+def _inside_version(path: Path) -> Path | None:
+    for d in [path, *path.parents]:
+        if _is_version(d):
+            return d
+    return None
+
+
+def check_output(inp: Input, out: Path, overwrite: bool) -> Path:
+    out = Path(out).expanduser().absolute()
+    sources = {inp.path.resolve(), *(f.resolve() for f in inp._files)}
+    if out.resolve() in sources:
+        raise UserError(f"--out {out} is the input; verify never rewrites its input: choose another --out")
+    version = _inside_version(out.parent)
+    if version is not None or _is_version(out):
+        raise UserError(f"--out {out} lies inside version {version or out}; versions are immutable: "
+                        "write the result elsewhere")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name ending in .parquet")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: directory {out.parent} does not exist")
+    return out
+
+
+def output_schema(in_schema: pa.Schema) -> pa.Schema:
+    """Input columns in their order (verdict columns retyped in place), then the new ones."""
+    fields = [pa.field(f.name, _TYPES[f.name]) if f.name in VERDICT_COLUMNS else f for f in in_schema]
+    have = set(in_schema.names)
+    fields += [pa.field(n, _TYPES[n]) for n in (*ID_COLUMNS, *VERDICT_COLUMNS) if n not in have]
+    return pa.schema(fields)
+
+
+class _Counts:
+    """Per-prompt accepted/sample counts for pass_rate: one entry per prompt, not per row."""
+
+    def __init__(self) -> None:
+        self.by_prompt: dict[str, list[int]] = {}
+
+    def add(self, table: pa.Table) -> None:
+        t = pa.table({"k": pc.cast(table["prompt_id"], pa.string()),
+                      "a": pc.cast(pc.fill_null(table["accepted"], False), pa.int64())})
+        g = t.group_by("k").aggregate([("a", "sum"), ("a", "count")])
+        for k, a, n in zip(g["k"].to_pylist(), g["a_sum"].to_pylist(), g["a_count"].to_pylist(), strict=True):
+            if k is None:
+                continue
+            slot = self.by_prompt.setdefault(k, [0, 0])
+            slot[0] += a
+            slot[1] += n
+
+    def rates(self, prompt_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+        if not hasattr(self, "_keys"):
+            self._keys = pa.array(list(self.by_prompt), pa.string())
+            self._rates = pa.array([a / n for a, n in self.by_prompt.values()], pa.float64())
+        idx = pc.index_in(pc.cast(prompt_ids, pa.string()), value_set=self._keys)
+        return pc.take(self._rates, idx)
+
+
+class _Ids:
+    """prompt_id and sample_index for inputs that lack them: a content hash of problem and
+    reference (as the sources make it), and the order of appearance within the prompt."""
+
+    def __init__(self, has_pid: bool, has_sample: bool):
+        self.has_pid, self.has_sample = has_pid, has_sample
+        self.seen: Counter = Counter()
+
+    def __call__(self, row: dict[str, Any]) -> tuple[str | None, int | None]:
+        from factory.sources import content_id
+
+        pid = row.get("prompt_id") if self.has_pid else None
+        if pid is None and not self.has_pid:
+            problem = _text(row.get("problem"))
+            if problem is None:
+                problem = _split_messages(row.get("messages"))[0][-1:][0]["content"] \
+                    if _split_messages(row.get("messages"))[0] else None
+            pid = content_id(problem, _reference(row)) if problem is not None else None
+        sample = row.get("sample_index") if self.has_sample else None
+        if sample is None and pid is not None:
+            sample = self.seen[str(pid)]
+        if pid is not None:
+            self.seen[str(pid)] += 1
+        return (None if pid is None else str(pid)), (None if sample is None else int(sample))
+
+
+def _input_verdict(reason: str) -> dict[str, Any]:
+    return {"reasoning": None, "extracted_answer": None, "accepted": False, "reject_reason": f"input:{reason}",
+            "verdicts": [{"name": "input", "passed": False, "reason": reason}]}
+
+
+def _verify_batch(stage: Any, table: pa.Table, bad: dict[int, str], ids: _Ids, extraction: str,
+                  index_base: int, result: VerifyResult) -> dict[str, list[Any]]:
+    """The new column values for one batch of input rows."""
+    rows = table.to_pylist()
+    out: list[dict[str, Any] | None] = [None] * len(rows)
+    keys = [ids(r) for r in rows]
+    traces: list[Trace] = []
+    where: list[int] = []
+    for i, row in enumerate(rows):
+        reason = bad.get(i)
+        if reason is None:
+            pid, sample = keys[i]
+            try:
+                t = row_trace(row, pid or "", sample or 0, index_base + i, extraction)
+            except (TypeError, ValueError, AttributeError) as e:  # a value of an unexpected shape
+                log.warning("row %d: cannot be read (%s)", index_base + i, e)
+                t = "malformed_row"
+            if isinstance(t, str):
+                reason = t
+            else:
+                traces.append(t)
+                where.append(i)
+        if reason is not None:
+            out[i] = _input_verdict(reason)
+    for i, r in zip(where, stage.rows_for_traces(traces) if traces else [], strict=True):
+        out[i] = r
+    cols: dict[str, list[Any]] = {n: [] for n in (*ID_COLUMNS, *VERDICT_COLUMNS)}
+    for (pid, sample), r in zip(keys, out, strict=True):
+        assert r is not None
+        cols["prompt_id"].append(pid)
+        cols["sample_index"].append(sample)
+        for n in ("reasoning", "extracted_answer", "accepted", "reject_reason", "verdicts"):
+            cols[n].append(r[n])
+        cols["pass_rate"].append(None)  # second pass
+        _count(result, r, stage.advisory)
+    return cols
+
+
+def _count(result: VerifyResult, r: dict[str, Any], advisory: frozenset[str]) -> None:
+    result.rows += 1
+    if r["accepted"]:
+        result.accepted += 1
+    else:
+        result.rejected_by_reason[r["reject_reason"] or "unknown"] += 1
+    for v in r["verdicts"]:
+        if v["name"] == "input":
+            continue
+        slot = {True: "passed", False: "failed", None: "unknown"}[v["passed"]]
+        result.verifiers.setdefault(v["name"], {"passed": 0, "failed": 0, "unknown": 0})[slot] += 1
+        if v["name"] in advisory and v["passed"] is True and not r["accepted"]:
+            result.advisory_passed_on_rejected[v["name"]] += 1
+
+
+def _assemble(table: pa.Table, new: dict[str, list[Any]], schema: pa.Schema) -> pa.Table:
+    have = set(table.column_names)
+    arrays = []
+    for f in schema:
+        if f.name in VERDICT_COLUMNS or (f.name in ID_COLUMNS and f.name not in have):
+            arrays.append(pa.array(new[f.name], f.type))
+        else:
+            arrays.append(table[f.name])
+    return pa.table(arrays, schema=schema)
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if enabled is False or (enabled is None and total <= PROGRESS_MIN_ROWS):
+        return None
+    return Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                    TimeElapsedColumn(), console=Console(stderr=True))
+
+
+def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers: int | None = None,
+             batch_rows: int = BATCH_ROWS, progress: bool | None = None, overwrite: bool = False) -> VerifyResult:
+    """Verify every row of `inp` with `cfg.verifiers`; write the result to `out` (Parquet)."""
+    from factory.runner.verify import VerifyStage
+    from factory.store.manifest import jsonable, now_utc
+
+    out_path = check_output(inp, Path(out) if out is not None else default_output(inp), overwrite)
+    names = set(inp.schema.names)
+    if not ({"problem", "messages"} & names) or not ({"completion", "messages"} & names):
+        raise UserError(f"{inp.path} needs columns `problem` and `completion` (or `messages`); "
+                        f"columns are: {', '.join(inp.schema.names) or '(none)'}")
+    needs_ref = {s.name for s in cfg.verifiers} & {"math", "code", "llm_judge"}
+    if needs_ref and not ({"reference", "tests"} & names):
+        raise UserError(f"{inp.path}: verifiers {sorted(needs_ref)} need a `reference` (math) or `tests` (code) "
+                        f"column; columns are: {', '.join(inp.schema.names)}")
+    schema = output_schema(inp.schema)
+    extraction = cfg.answer_extraction()
+    stage = VerifyStage(cfg, workers or os.cpu_count() or 1)
+    result = VerifyResult(out_path, inp.path, advisory=sorted(stage.advisory), described=stage.describe())
+    result.verifiers = {v.name: {"passed": 0, "failed": 0, "unknown": 0} for v in stage.verifiers}
+    counts = _Counts()
+    ids = _Ids("prompt_id" in names, "sample_index" in names)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp1 = out_path.with_name(f".{out_path.name}.pass1-{tag}")
+    tmp2 = out_path.with_name(f".{out_path.name}.tmp-{tag}")
+    bar = _progress(inp.num_rows, progress)
+    try:
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("verify", total=inp.num_rows)
+        done = 0
+        with pq.ParquetWriter(tmp1, schema, compression="zstd") as w:
+            for table, bad in inp.batches(batch_rows):
+                new = _verify_batch(stage, table, bad, ids, extraction, done, result)
+                t = _assemble(table, new, schema)
+                counts.add(t)
+                w.write_table(t)
+                done += table.num_rows
+                if bar is not None:
+                    bar.update(task, completed=done)
+        stage.close()
+        meta = {"input": str(inp.path), "input_kind": inp.kind, "created_at": now_utc(),
+                "extraction": extraction, "verifiers": result.described, "counts": result.as_dict()}
+        final = schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(jsonable(meta)).encode()})
+        with pq.ParquetWriter(tmp2, final, compression="zstd") as w:
+            for b in pq.ParquetFile(tmp1).iter_batches(batch_size=batch_rows):
+                t = pa.Table.from_batches([b], schema=schema)
+                t = t.set_column(schema.get_field_index("pass_rate"), schema.field("pass_rate"),
+                                 counts.rates(t["prompt_id"]))
+                w.write_table(t.replace_schema_metadata(final.metadata))
+        os.replace(tmp2, out_path)
+    finally:
+        if bar is not None:
+            bar.stop()
+        stage.close()  # idempotent: verifiers drop their pools once
+        for t in (tmp1, tmp2):
+            t.unlink(missing_ok=True)
+    return result
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """What `factory verify` recorded in an output file: input, verifiers, counts."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[META_KEY]) if META_KEY in meta else {}
+
+
+def summary_tables(result: VerifyResult) -> tuple[Any, Any]:
+    """(counts table, per-verifier table) for the terminal."""
+    from rich.table import Table
+
+    t = Table(title=f"verify {result.input.name}", show_header=True)
+    t.add_column("stage")
+    t.add_column("count", justify="right")
+    t.add_row("rows", f"{result.rows:,}")
+    t.add_row("accepted", f"{result.accepted:,}")
+    t.add_row("rejected", f"{result.rejected:,}")
+    for reason, n in result.rejected_by_reason.most_common():
+        t.add_row(f"  {reason}", f"{n:,}")
+    for name, n in sorted(result.advisory_passed_on_rejected.items()):
+        t.add_row(f"{name} passed on rejected rows (advisory)", f"{n:,}")
+    v = Table(title="verifiers", show_header=True)
+    for col in ("verifier", "passed", "failed", "unknown"):
+        v.add_column(col, justify="left" if col == "verifier" else "right")
+    for name, c in result.verifiers.items():
+        label = f"{name} (advisory)" if name in result.advisory else name
+        v.add_row(label, f"{c['passed']:,}", f"{c['failed']:,}", f"{c['unknown']:,}")
+    return t, v
+
+
+__all__ = ["BATCH_ROWS", "Input", "VerifyResult", "default_output", "open_input", "output_schema",
+           "read_metadata", "resolve_config", "reverify", "row_trace", "summary_tables", "Verdict"]
