@@ -162,6 +162,20 @@ class OutputConfig(Section):
         return v
 
 
+class PublishConfig(Section):
+    """Push each new version to the Hugging Face Hub when `factory generate` finishes."""
+
+    repo: str  # ORG/NAME
+    private: bool = False
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_id(cls, v: str) -> str:
+        if v.count("/") != 1 or not all(v.split("/")):
+            raise ValueError(f"publish.repo must look like ORG/NAME, got {v!r}")
+        return v
+
+
 class Config(Section):
     source: SourceConfig
     # Dedup and decontamination run before generation: no GPU time is spent on removed prompts.
@@ -174,6 +188,7 @@ class Config(Section):
     )
     run: RunConfig = Field(default_factory=RunConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    publish: PublishConfig | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -212,7 +227,8 @@ class Config(Section):
 
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""
-        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address"}, "output": True})
+        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address"}, "output": True,
+                                                          "publish": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

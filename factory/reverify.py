@@ -17,6 +17,10 @@ rename, never half-written, and never over the input or inside a version dir.
 
 Rows that cannot be verified (no problem, no completion, a line that is not JSON) are kept as
 rows with accepted=False and reject_reason "input:<why>", counted like any other reject.
+
+A `reasoning` value that does not occur in the completion is reasoning the engine split off
+(vLLM's reasoning parser): it is handed back as the completion's reasoning_content, so the
+think-format check and the answer split see what they saw at generation time.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from factory.config import Config, ConfigError, load_config
 from factory.errors import UserError
 from factory.parsing import EXTRACTION_MODES, make_trace
 from factory.store.schema import ALL_SCHEMA
-from factory.types import Completion, Prompt, Trace, Verdict
+from factory.types import Completion, Prompt, Trace
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class Input:
     num_rows: int
     manifest: dict[str, Any] | None = None
     _files: list[Path] = field(default_factory=list)
+    _mixed: frozenset[str] = frozenset()  # JSON columns of several types, read as text
 
     def batches(self, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[pa.Table, dict[int, str]]]:
         if self.kind in ("version", "parquet"):
@@ -78,14 +83,16 @@ class Input:
                     yield pa.Table.from_batches([b]).cast(self.schema), {}
         elif self.kind == "jsonl":
             for rows, bad in _jsonl_chunks(self.path, batch_rows):
-                yield pa.Table.from_pylist(rows, schema=self.schema), bad
+                yield pa.Table.from_pylist(_as_text_columns(rows, self._mixed), schema=self.schema), bad
         else:
-            rows = _json_array(self.path)
+            rows = _json_array(self.path)  # a JSON array is read whole; JSON lines stream
             for start in range(0, len(rows), batch_rows):
-                yield pa.Table.from_pylist(rows[start:start + batch_rows], schema=self.schema), {}
+                chunk = _as_text_columns(rows[start:start + batch_rows], self._mixed)
+                yield pa.Table.from_pylist(chunk, schema=self.schema), {}
 
 
-def _jsonl_chunks(path: Path, batch_rows: int) -> Iterator[tuple[list[dict[str, Any]], dict[int, str]]]:
+def _jsonl_chunks(path: Path, batch_rows: int,
+                  warn: bool = True) -> Iterator[tuple[list[dict[str, Any]], dict[int, str]]]:
     rows: list[dict[str, Any]] = []
     bad: dict[int, str] = {}
     with path.open("rb") as f:
@@ -95,8 +102,9 @@ def _jsonl_chunks(path: Path, batch_rows: int) -> Iterator[tuple[list[dict[str, 
             try:
                 obj = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:invalid_json",
-                            path, lineno, e)
+                if warn:
+                    log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:invalid_json",
+                                path, lineno, e)
                 obj = None
             if not isinstance(obj, dict):
                 bad[len(rows)] = "invalid_json" if obj is None else "not_an_object"
@@ -119,20 +127,45 @@ def _json_array(path: Path) -> list[dict[str, Any]]:
     return [r if isinstance(r, dict) else {} for r in data]
 
 
-def _infer_schema(chunks: Iterator[list[dict[str, Any]]], path: Path) -> tuple[pa.Schema, int]:
-    """One schema for the whole file: each chunk's inferred schema, unified (null -> string,
-    int -> float, struct fields merged), so every batch is written with the same columns."""
-    schema: pa.Schema | None = None
+def _infer_schema(chunks: Iterator[list[dict[str, Any]]], path: Path) -> tuple[pa.Schema, int, frozenset[str]]:
+    """One schema for the whole file, so every batch is written with the same columns: each
+    chunk's types, unified (null -> any, int -> float, struct fields merged). A column whose
+    values disagree (answers that are sometimes 42, sometimes "\\frac{1}{2}") becomes text."""
+    types: dict[str, pa.DataType] = {}
+    mixed: set[str] = set()
     n = 0
     for rows in chunks:
         n += len(rows)
-        try:
-            s = pa.Table.from_pylist(rows).schema
-            schema = s if schema is None else pa.unify_schemas([schema, s], promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise UserError(f"{path}: a column holds values of different types ({e}); "
-                            "make each column one type, or convert the file to Parquet") from None
-    return schema or pa.schema([]), n
+        for k in dict.fromkeys(k for r in rows for k in r):  # every key, not just row 0's
+            if k in mixed:
+                continue
+            try:
+                t = pa.array([r.get(k) for r in rows]).type
+                if k in types:
+                    t = pa.unify_schemas([pa.schema([(k, types[k])]), pa.schema([(k, t)])],
+                                         promote_options="permissive").field(k).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                mixed.add(k)
+                t = pa.string()
+            types[k] = t
+    if mixed:
+        log.warning("%s: columns %s hold values of different types; they are read as text (JSON for "
+                    "non-strings)", path, sorted(mixed))
+    return pa.schema(list(types.items())), n, frozenset(mixed)
+
+
+def _as_text_columns(rows: list[dict[str, Any]], mixed: frozenset[str]) -> list[dict[str, Any]]:
+    if not mixed:
+        return rows
+    out = []
+    for r in rows:
+        r = dict(r)
+        for k in mixed:
+            v = r.get(k)
+            if v is not None and not isinstance(v, str):
+                r[k] = json.dumps(v, sort_keys=True)
+        out.append(r)
+    return out
 
 
 def _is_version(path: Path) -> bool:
@@ -147,7 +180,8 @@ def open_input(path: str | Path, batch_rows: int = BATCH_ROWS) -> Input:
     if p.is_dir() and not _is_version(p):
         latest = latest_version(p)
         if latest is None:
-            raise UserError(f"{p} is a directory but neither a version (no manifest.json) nor a dataset dir with versions")
+            raise UserError(f"{p} is a directory but neither a version (no manifest.json) "
+                            "nor a dataset dir with versions")
         log.warning("%s: verifying its newest version, %s", p, latest.name)
         p = latest
     if _is_version(p):
@@ -168,12 +202,12 @@ def open_input(path: str | Path, batch_rows: int = BATCH_ROWS) -> Input:
             raise UserError(f"{p} is not a readable Parquet file ({e})") from None
         return Input(p, "parquet", pf.schema_arrow, pf.metadata.num_rows, None, [p])
     if suffix in (".jsonl", ".ndjson"):
-        schema, n = _infer_schema((rows for rows, _ in _jsonl_chunks(p, batch_rows)), p)
-        return Input(p, "jsonl", schema, n)
+        schema, n, mixed = _infer_schema((rows for rows, _ in _jsonl_chunks(p, batch_rows, warn=False)), p)
+        return Input(p, "jsonl", schema, n, _mixed=mixed)
     if suffix == ".json":
         rows = _json_array(p)
-        schema, n = _infer_schema(iter([rows]), p)
-        return Input(p, "json", schema, n)
+        schema, n, mixed = _infer_schema(iter([rows]), p)
+        return Input(p, "json", schema, n, _mixed=mixed)
     raise UserError(f"{p}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet (or a version dir)")
 
 
@@ -259,14 +293,19 @@ def _split_messages(messages: Any) -> tuple[list[dict[str, str]], str | None]:
     return [{"role": str(m.get("role")), "content": _text(m.get("content")) or ""} for m in msgs], None
 
 
+def _problem_of(row: dict[str, Any], before: list[dict[str, str]]) -> str | None:
+    """The `problem` column; without one, the last user message (it may hold the prompt template)."""
+    if "problem" in row:
+        return _text(row["problem"])
+    users = [m["content"] for m in before if m["role"] == "user"]
+    return users[-1] if users else None
+
+
 def row_trace(row: dict[str, Any], prompt_id: str, sample_index: int, index: int,
               extraction: str) -> Trace | str:
     """A Trace for one input row, or the input reason it cannot be verified."""
     before, assistant = _split_messages(row.get("messages"))
-    problem = _text(row.get("problem")) if "problem" in row else None
-    if problem is None and "problem" not in row:
-        users = [m["content"] for m in before if m["role"] == "user"]
-        problem = users[-1] if users else None
+    problem = _problem_of(row, before)
     if problem is None or not problem.strip():
         return "missing_problem"
     text = _text(row.get("completion"))
@@ -353,7 +392,9 @@ def output_schema(in_schema: pa.Schema) -> pa.Schema:
     fields = [pa.field(f.name, _TYPES[f.name]) if f.name in VERDICT_COLUMNS else f for f in in_schema]
     have = set(in_schema.names)
     fields += [pa.field(n, _TYPES[n]) for n in (*ID_COLUMNS, *VERDICT_COLUMNS) if n not in have]
-    return pa.schema(fields)
+    # `datasets` and pandas describe the input's columns in these keys; stale now, so dropped.
+    meta = {k: v for k, v in (in_schema.metadata or {}).items() if k not in (b"huggingface", b"pandas")}
+    return pa.schema(fields, metadata=meta or None)
 
 
 class _Counts:
@@ -393,11 +434,8 @@ class _Ids:
         from factory.sources import content_id
 
         pid = row.get("prompt_id") if self.has_pid else None
-        if pid is None and not self.has_pid:
-            problem = _text(row.get("problem"))
-            if problem is None:
-                problem = _split_messages(row.get("messages"))[0][-1:][0]["content"] \
-                    if _split_messages(row.get("messages"))[0] else None
+        if not self.has_pid:
+            problem = _problem_of(row, _split_messages(row.get("messages"))[0])
             pid = content_id(problem, _reference(row)) if problem is not None else None
         sample = row.get("sample_index") if self.has_sample else None
         if sample is None and pid is not None:
@@ -487,8 +525,12 @@ def _progress(total: int, enabled: bool | None) -> Any:
 
 
 def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers: int | None = None,
-             batch_rows: int = BATCH_ROWS, progress: bool | None = None, overwrite: bool = False) -> VerifyResult:
-    """Verify every row of `inp` with `cfg.verifiers`; write the result to `out` (Parquet)."""
+             batch_rows: int = BATCH_ROWS, progress: bool | None = None, overwrite: bool = False,
+             extraction: str | None = None) -> VerifyResult:
+    """Verify every row of `inp` with `cfg.verifiers`; write the result to `out` (Parquet).
+
+    `extraction` (default: the math verifier's) is how final answers are taken from completions;
+    it matters without math too (nonempty_answer, llm_judge read the extracted answer)."""
     from factory.runner.verify import VerifyStage
     from factory.store.manifest import jsonable, now_utc
 
@@ -502,7 +544,9 @@ def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers:
         raise UserError(f"{inp.path}: verifiers {sorted(needs_ref)} need a `reference` (math) or `tests` (code) "
                         f"column; columns are: {', '.join(inp.schema.names)}")
     schema = output_schema(inp.schema)
-    extraction = cfg.answer_extraction()
+    if extraction is not None and extraction not in EXTRACTION_MODES:
+        raise ConfigError(f"extraction {extraction!r} unknown; modes are: {', '.join(EXTRACTION_MODES)}")
+    extraction = extraction or cfg.answer_extraction()
     stage = VerifyStage(cfg, workers or os.cpu_count() or 1)
     result = VerifyResult(out_path, inp.path, advisory=sorted(stage.advisory), described=stage.describe())
     result.verifiers = {v.name: {"passed": 0, "failed": 0, "unknown": 0} for v in stage.verifiers}
@@ -526,7 +570,6 @@ def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers:
                 done += table.num_rows
                 if bar is not None:
                     bar.update(task, completed=done)
-        stage.close()
         meta = {"input": str(inp.path), "input_kind": inp.kind, "created_at": now_utc(),
                 "extraction": extraction, "verifiers": result.described, "counts": result.as_dict()}
         final = schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(jsonable(meta)).encode()})
@@ -540,7 +583,7 @@ def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers:
     finally:
         if bar is not None:
             bar.stop()
-        stage.close()  # idempotent: verifiers drop their pools once
+        stage.close()
         for t in (tmp1, tmp2):
             t.unlink(missing_ok=True)
     return result
@@ -576,4 +619,4 @@ def summary_tables(result: VerifyResult) -> tuple[Any, Any]:
 
 
 __all__ = ["BATCH_ROWS", "Input", "VerifyResult", "default_output", "open_input", "output_schema",
-           "read_metadata", "resolve_config", "reverify", "row_trace", "summary_tables", "Verdict"]
+           "read_metadata", "resolve_config", "reverify", "row_trace", "summary_tables"]

@@ -13,6 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set sampling.n=8 (repeatable)")
     p.add_argument("--resume", metavar="RUN_ID", help="resume this run (default: the unfinished run of this config)")
+    p.add_argument("--incremental", action="store_true",
+                   help="generate only prompts not in the latest version; the new version holds both")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -27,16 +29,17 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.no_progress:
         cfg.run.progress = False
+    if args.incremental:
+        cfg.output.incremental = True
     result = generate(cfg, resume_id=args.resume)
     console = Console()
     console.print(summary_table(result.manifest))
     console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"
                   f"{', resumed' if result.resumed else ''})")
     console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")')
-    publish = getattr(cfg, "publish", None)
-    if publish is not None and getattr(publish, "repo", None):
+    if cfg.publish is not None:
         from factory.store.hub import publish_version
 
-        res = publish_version(result.version_dir, publish.repo, private=publish.private)
-        console.print(f"published: {res}")
+        res = publish_version(result.version_dir, cfg.publish.repo, private=cfg.publish.private)
+        console.print(res.message)
     return 0

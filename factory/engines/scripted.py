@@ -2,12 +2,14 @@
 
 Never the only test of a path users run with vLLM. `answers` maps a problem to a completion text
 (or a list, one per sample index); unknown problems get `default`. A text of "!error" becomes a
-per-request error, "!dead" kills the engine (the runner must replace the replica).
+per-request error, "!dead" raises EngineDeadError (the runner must replace the replica), "!exit"
+ends the replica's process at once (as an OOM kill or a segfault would).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -45,6 +47,8 @@ class ScriptedEngine(Engine):
             text = self._text(prompt, i)
             if text == "!dead":
                 raise EngineDeadError("scripted engine died")
+            if text == "!exit":
+                os._exit(1)
             if text == "!error":
                 yield Completion(prompt.prompt_id, i, "", "error", error="ScriptedError: requested")
                 continue

@@ -209,12 +209,12 @@ class LLMJudgeVerifier(Verifier):
 
     def verify(self, trace: Trace) -> Verdict:
         # Without prior verdicts only `only_after: null` can judge; otherwise nothing is known.
-        return self.verify_many([trace], prior=[[]])[0]
+        return self.verify_many([trace])[0]
 
     def verify_many(self, traces: Sequence[Trace], prior: Sequence[Sequence[Verdict]] | None = None) -> list[Verdict]:
-        prior = prior if prior is not None else [[] for _ in traces]
-        if self.params.only_after is not None and any(prior):
+        if prior is not None:  # the runner's stage passes it always: a wrong order is an error
             self._check_order(prior)
+        prior = prior if prior is not None else [[] for _ in traces]
         out: list[Verdict] = [self.verdict(None, "not_judged")] * len(traces)
         todo: dict[str, tuple[str, list[int]]] = {}  # cache key -> (question, trace positions)
         for i, (trace, pv) in enumerate(zip(traces, prior, strict=True)):

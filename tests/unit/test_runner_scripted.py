@@ -85,11 +85,12 @@ def test_resume_skips_committed_shards(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)) == 24  # none lost, none twice
 
 
-def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path) -> None:
+@pytest.mark.parametrize("death", ["!dead", "!exit"])  # engine raises / replica process dies
+def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path, death: str) -> None:
     """A dead engine is replaced; the prompt that keeps killing it is isolated, set aside with a
     reason, and every other prompt still gets its traces."""
     poison = ROWS[3]["problem"]
-    answers = {poison: "!dead"}
+    answers = {poison: death}
     cfg = _cfg(tmp_path, teacher={"engine": "scripted", "engine_kwargs": {"answers": answers, "default": "\\boxed{1}"}},
                run={"shard_size": 5, "progress": False, "max_shard_retries": 1, "max_prompt_retries": 1})
     r = generate(cfg)
@@ -98,6 +99,7 @@ def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path) -> None:
     crashed = [x for x in rows if x["reject_reason"] == "engine:engine_crash"]
     assert {x["problem"] for x in crashed} == {poison} and len(crashed) == 2
     assert all(x["error"].startswith("engine_crash: killed the engine 2 times") for x in crashed)
+    assert r.manifest["counts"]["rejected_by_reason"]["engine:engine_crash"] == 2
     others = [x for x in rows if x["problem"] != poison]
     assert all(x["finish_reason"] == "stop" for x in others)
 
@@ -122,3 +124,18 @@ def test_same_version_name_in_two_datasets_loads_its_own_rows(tmp_path: Path) ->
     b = generate(_cfg(tmp_path, output={"store": str(tmp_path / "store"), "name": "other"}))
     assert len(datasets.load_dataset(str(a.version_dir), "all", split="train")) == 6
     assert len(datasets.load_dataset(str(b.version_dir), "all", split="train")) == 24
+
+
+def test_incremental_adds_only_new_prompts(tmp_path: Path) -> None:
+    first = generate(_cfg(tmp_path, source={"builtin": "arithmetic", "limit": 5}))
+    inc = _cfg(tmp_path, source={"builtin": "arithmetic", "limit": 12})
+    inc.output.incremental = True
+    second = generate(inc)
+    assert second.version_dir.name == "v2"
+    rows = datasets.load_dataset(str(second.version_dir), "all", split="train")
+    keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 24
+    assert second.manifest["run_stats"]["prompts"] == 7  # only the new prompts were generated
+    assert second.manifest["parent"] == "v1" and "added 7 prompts" in second.manifest["changelog"][-1]["message"]
+    first_rows = datasets.load_dataset(str(first.version_dir), "all", split="train")
+    assert {r["prompt_id"] for r in first_rows} <= {r["prompt_id"] for r in rows}

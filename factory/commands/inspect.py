@@ -1,0 +1,40 @@
+"""factory inspect VERSION_DIR [--rejects N]: the summary of a version and a look at its rejects."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from factory.errors import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summary table of a local version, and examples of rejected traces")
+    p.add_argument("version", help="a version dir, e.g. factory-store/default-arithmetic/v1")
+    p.add_argument("--rejects", type=int, default=3, help="show this many rejected traces per reason")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from factory.runner.progress import summary_table
+    from factory.store.version import load_manifest, read_version_table
+
+    vdir = Path(args.version)
+    if not (vdir / "manifest.json").is_file():
+        raise UserError(f"{vdir} is not a version (no manifest.json); list versions with `factory versions STORE/NAME`")
+    console = Console()
+    console.print(summary_table(load_manifest(vdir)))
+    table = read_version_table(vdir, "all")
+    shown: dict[str, int] = {}
+    for row in table.to_pylist():
+        reason = row["reject_reason"]
+        if row["accepted"] or shown.get(reason, 0) >= args.rejects:
+            continue
+        shown[reason] = shown.get(reason, 0) + 1
+        tail = (row["completion"] or row["error"] or "")[-300:].replace("\n", " ")
+        console.print(f"[bold]{reason}[/bold] {row['prompt_id']}#{row['sample_index']} "
+                      f"reference={row['reference']!r} extracted={row['extracted_answer']!r}\n  ...{tail}",
+                      markup=True, highlight=False)
+    return 0

@@ -1,0 +1,53 @@
+"""`factory generate` with a `publish:` section pushes the new version to the Hub when it finishes.
+
+The real huggingface_hub client talks HTTP to tests/hubserver.py on loopback (HF_ENDPOINT); the
+run uses the scripted engine (this test is about the publish step, not the teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hubserver import LocalHub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "hf_" + secrets.token_hex(17)
+
+
+def test_generate_publishes_when_configured(tmp_path: Path) -> None:
+    cfg = {
+        "source": {"builtin": "arithmetic", "limit": 6},
+        "teacher": {"engine": "scripted", "engine_kwargs": {"default": "It is \\boxed{9}"}},
+        "sampling": {"n": 2, "max_tokens": 32},
+        "run": {"progress": False},
+        "output": {"store": str(tmp_path / "store"), "name": "pub"},
+        "publish": {"repo": "org/pub"},
+    }
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    with LocalHub(token=TOKEN) as hub:
+        env = dict(os.environ, **hub.env(str(tmp_path / "hf"), token=TOKEN), RAY_AUTH_MODE="disabled")
+        env.pop("HF_HUB_OFFLINE", None)
+        env.pop("HF_DATASETS_OFFLINE", None)
+        proc = subprocess.run([sys.executable, "-m", "factory.cli", "-v", "generate", str(config)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        repo = hub.repo("org/pub")
+        assert list(repo.tags) == ["v1"]
+        commit = repo.resolve("v1")
+        assert commit is not None and repo.resolve("main") is commit
+    manifest = json.loads((tmp_path / "store" / "pub" / "v1" / "manifest.json").read_text())
+    assert manifest["counts"]["generations"] == 12
+    # The token is in no output and no file the run wrote.
+    assert TOKEN not in proc.stdout + proc.stderr
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert TOKEN.encode() not in p.read_bytes(), p

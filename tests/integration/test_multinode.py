@@ -1,0 +1,340 @@
+"""`factory generate` and `factory submit` on a real multi-node Ray cluster, all on this host.
+
+Three Ray nodes (a head and two workers, one CPU each) are started with `ray start` on loopback,
+each with its own temp dir and ports. The scripted engine runs one replica per node (3 replicas x
+1 CPU on 3 one-CPU nodes), so spreading is forced by resources, and checked by node id through
+Ray's state API: every node has the same hostname here. The same cluster's job server runs
+`factory submit`. Last, deploy/slurm/factory.sbatch runs against a fake one-node Slurm (srun and
+scontrol shims), which starts and stops its own Ray head.
+
+Only processes started here are stopped (by process group, then by pid for anything that carries
+this test's temp dir in its command line); `ray stop` would kill every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # ray, factory and python of this environment
+SECRET = "hf_multinodeTestSecret0123456789"  # the submitter's token: must never reach the job server
+CLUSTER_TOKEN = "cluster-side-token-value"  # what the cluster's own environment holds
+
+
+# --- a local multi-node cluster --------------------------------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _free_range(size: int = 100) -> tuple[int, int]:
+    """A block of free ports for one raylet's workers: raylets on one host must not share ports."""
+    for _ in range(200):
+        lo = random.randrange(30000, 60000 - size)
+        if all(_port_free(p) for p in range(lo, lo + size)):
+            return lo, lo + size - 1
+    raise RuntimeError("no free port range for Ray workers")
+
+
+def _node_ports() -> list[str]:
+    lo, hi = _free_range()
+    return [f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
+            f"--min-worker-port={lo}", f"--max-worker-port={hi}",
+            f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+
+
+def _cluster_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", RAY_AUTH_MODE="disabled",
+               RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _leftovers(marker: str) -> list[int]:
+    """Processes whose command line names `marker` (this test's temp root): ours, and only ours."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if marker.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop(procs: list[subprocess.Popen], marker: str, grace_s: float = 15.0) -> None:
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)  # `ray start --block` stops its node's processes on SIGTERM
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and (any(p.poll() is None for p in procs) or _leftovers(marker)):
+        time.sleep(0.5)
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=10)
+    for pid in _leftovers(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Cluster:
+    gcs: str  # 127.0.0.1:PORT, for RAY_ADDRESS
+    dashboard: str  # http://127.0.0.1:PORT, the job server and state API
+    env: dict[str, str]
+    root: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_node(self, name: str, args: list[str]) -> None:
+        log = open(self.root / f"{name}.log", "w")
+        self.procs.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--num-cpus=1",
+             f"--temp-dir={self.root / name}", f'--resources={{"node_{name}": 1}}', *args, *_node_ports()],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def alive_nodes(self) -> list[Any]:
+        from ray.util.state import list_nodes
+
+        return [n for n in list_nodes(address=self.dashboard) if n.state == "ALIVE"]
+
+    def wait_nodes(self, count: int, timeout_s: float = 150.0) -> list[Any]:
+        deadline = time.monotonic() + timeout_s
+        nodes: list[Any] = []
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited early:\n{self.logs()}")
+            try:
+                nodes = self.alive_nodes()
+            except Exception:  # the dashboard is still starting
+                nodes = []
+            if len(nodes) >= count:
+                return nodes
+            time.sleep(1.0)
+        raise RuntimeError(f"{len(nodes)} of {count} Ray nodes came up in {timeout_s:.0f}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.root.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    # Short paths: Ray's Unix socket paths (temp dir + session + name) must stay under 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="fmn", dir="/tmp"))
+    port, dash = _free_port(), _free_port()
+    c = Cluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", _cluster_env(HF_TOKEN=CLUSTER_TOKEN), root)
+    try:
+        c.start_node("a", ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=true",
+                           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                           f"--ray-client-server-port={_free_port()}"])
+        c.wait_nodes(1)
+        for name in ("b", "c"):
+            c.start_node(name, [f"--address={c.gcs}"])
+        c.wait_nodes(3)
+        yield c
+    finally:
+        _stop(c.procs, str(root))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+
+def _write_config(path: Path, store: Path, replicas: int | str = 3) -> Path:
+    from factory.sources.builtin import arithmetic
+
+    rows = arithmetic()[:12]
+    data = {
+        "source": {"builtin": "arithmetic", "limit": 12},
+        "teacher": {"engine": "scripted", "replicas": replicas, "max_num_seqs": 1,
+                    "engine_kwargs": {"answers": {r["problem"]: f"So \\boxed{{{r['answer']}}}" for r in rows},
+                                      "delay_s": 0.05}},
+        "sampling": {"n": 2, "max_tokens": 50},
+        # One shard in flight per replica, so every replica gets work.
+        "run": {"shard_size": 1, "inflight_factor": 1.0, "verify_workers": 1, "progress": False},
+        "output": {"store": str(store), "name": "mn"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _manifest(store: Path, version: str = "v1") -> dict[str, Any]:
+    return json.loads((store / "mn" / version / "manifest.json").read_text())
+
+
+def _factory(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "factory.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _replica_actors(cluster: Cluster) -> dict[str, Any]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=cluster.dashboard, filters=[("class_name", "=", "EngineReplica")], limit=1000)
+    return {a.actor_id: a for a in actors}
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_generate_spreads_replicas_over_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    config = _write_config(tmp_path / "run.yaml", store)
+    before = set(_replica_actors(cluster))
+    env = _cluster_env(RAY_ADDRESS=cluster.gcs)
+    proc = _factory(["generate", str(config)], env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    manifest = _manifest(store)
+    assert manifest["counts"]["accepted"] == 24 and manifest["counts"]["rejected"] == 0
+    teacher = manifest["teacher"]
+    assert teacher["replicas"] == 3
+    assert teacher["nodes"] == [os.uname().nodename]  # one host: the hostname cannot tell nodes apart...
+    # ...so the node ids tell: the run's three replicas sat on the three nodes, one each.
+    ours = [a for aid, a in _replica_actors(cluster).items() if aid not in before]
+    assert len(ours) == 3, ours
+    node_ids = {a.node_id for a in ours}
+    assert node_ids == {n.node_id for n in cluster.alive_nodes()}
+    if "node_ids" in teacher:  # reported by the replicas themselves, once the runner records them
+        assert set(teacher["node_ids"]) == node_ids
+
+
+def test_submit_runs_generate_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    store = tmp_path / "store"
+    here = tmp_path / "here"
+    here.mkdir()
+    config = _write_config(here / "run.yaml", Path("unused"), replicas="auto")
+    env = _cluster_env(HF_TOKEN=SECRET)
+    env.pop("RAY_ADDRESS", None)
+    proc = _factory(["submit", str(config), "--address", cluster.dashboard, "--wait",
+                     "--set", f"output.store={store}", "--set", "teacher.replicas=2"], env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert SECRET not in out
+    job_id = next(line.split()[2] for line in proc.stdout.splitlines() if line.startswith("submitted job "))
+    assert f"ray job logs -f {job_id}" in proc.stdout
+    assert "version:" in proc.stdout  # generate's own summary, streamed from the job's logs
+    assert _manifest(store)["teacher"]["replicas"] == 2
+
+    client = JobSubmissionClient(cluster.dashboard)
+    info = client.get_job_info(job_id)
+    assert info.status == "SUCCEEDED" and info.entrypoint == "factory generate run.yaml --no-progress"
+    assert info.runtime_env["env_vars"]["HF_TOKEN"] == "${HF_TOKEN}"
+    assert SECRET not in json.dumps(info.runtime_env) + json.dumps(info.metadata or {})
+
+    # Passed by name, the job sees the cluster's own HF_TOKEN, not the submitter's.
+    from factory.commands.submit import job_env
+
+    check = ("import os, sys; v = os.environ.get('HF_TOKEN'); "
+             f"sys.exit(0 if v == {CLUSTER_TOKEN!r} else 3)")
+    jid = client.submit_job(entrypoint=f"python -c \"{check}\"", runtime_env={"env_vars": job_env([])})
+    assert _wait_job(client, jid) == "SUCCEEDED", client.get_job_logs(jid)
+
+    # --wait returns the job's exit status: generate exits 2 on a config error found on the cluster.
+    proc = _factory(["submit", str(config), "--address", cluster.dashboard, "--wait",
+                     "--set", f"output.store={store}", "--set", "source.builtin=null",
+                     "--set", "source.path=/nonexistent/problems.jsonl"], env)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "/nonexistent/problems.jsonl does not exist" in proc.stdout + proc.stderr
+
+
+def _wait_job(client: Any, job_id: str, timeout_s: float = 120) -> str:
+    deadline = time.monotonic() + timeout_s
+    while (status := str(client.get_job_status(job_id))) not in {"SUCCEEDED", "FAILED", "STOPPED"}:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {status} after {timeout_s}s")
+        time.sleep(0.5)
+    return status
+
+
+SRUN_SHIM = """#!/usr/bin/env bash
+# Fake srun on one host: drop srun's options, run the command in srun's place.
+while [[ $# -gt 0 && $1 == -* ]]; do
+  case $1 in -w|-N|-n|--nodelist) shift 2 ;; *) shift ;; esac
+done
+exec "$@"
+"""
+SCONTROL_SHIM = """#!/usr/bin/env bash
+# Fake `scontrol show hostnames LIST`: this host only.
+echo localhost
+"""
+
+
+def test_sbatch_script_on_a_one_node_fake_slurm(tmp_path: Path) -> None:
+    root = Path(tempfile.mkdtemp(prefix="fsb", dir="/tmp"))
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for name, text in (("srun", SRUN_SHIM), ("scontrol", SCONTROL_SHIM)):
+        (shims / name).write_text(text)
+        (shims / name).chmod(0o755)
+    store = tmp_path / "store"
+    config = _write_config(tmp_path / "run.yaml", tmp_path / "elsewhere", replicas="auto")
+    env = _cluster_env(
+        SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="localhost", SLURM_CPUS_ON_NODE="1",
+        FACTORY_CONFIG=str(config), FACTORY_STORE=str(store), FACTORY_ARGS="--set sampling.n=1",
+        RAY_HEAD_IP="127.0.0.1", RAY_PORT=str(_free_port()), RAY_DASHBOARD_PORT=str(_free_port()),
+        RAY_TMPDIR=str(root), RAY_NODE_TIMEOUT="120",
+        RAY_HEAD_ARGS=" ".join([f"--ray-client-server-port={_free_port()}", *_node_ports()]),
+    )
+    env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
+    env.pop("SLURM_GPUS_ON_NODE", None)
+    env.pop("SLURM_GPUS_PER_NODE", None)
+    script = subprocess.Popen(["bash", str(ROOT / "deploy/slurm/factory.sbatch")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = script.communicate(timeout=240)
+        assert script.returncode == 0, out[-6000:]
+        assert "1 Ray node(s) up" in out and "factory generate exited with 0" in out
+        manifest = _manifest(store)  # FACTORY_STORE won over the config's store
+        assert manifest["counts"]["accepted"] == 12  # FACTORY_ARGS reached generate: n=1
+        assert not (tmp_path / "elsewhere").exists()
+        # The script's EXIT trap stopped its Ray head: nothing of it outlives the job.
+        deadline = time.monotonic() + 20
+        while _leftovers(str(root)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _leftovers(str(root)) == []
+    finally:
+        if script.poll() is None:
+            script.kill()
+        _stop([script], str(root), grace_s=5)
+        shutil.rmtree(root, ignore_errors=True)
