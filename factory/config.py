@@ -210,6 +210,11 @@ class Config(Section):
             except KeyError as e:
                 raise ValueError(str(e.args[0])) from None
             cls.Params.model_validate(spec.params())
+        for i, spec in enumerate(self.verifiers):
+            if spec.name == "llm_judge":
+                after = spec.params().get("only_after", "math")
+                if after is not None and after not in names[:i]:
+                    raise ValueError(f"verifiers: llm_judge judges {after!r} rejects; list {after!r} before llm_judge")
         from factory.engines import ENGINES
 
         try:

@@ -38,7 +38,7 @@ def trace(problem: str, reference: str, text: str, finish: str = "stop", sample:
     return make_trace(p, Completion(p.prompt_id, sample, text, finish, num_tokens=5, error=error))
 
 
-def stage(answers: dict[str, str], tmp: Any = None, **judge: Any) -> VerifyStage:
+def stage(answers: dict[str, str], **judge: Any) -> VerifyStage:
     spec = {"name": "llm_judge", "engine": "scripted", "model": "judge",
             "engine_kwargs": {"answers": answers, "default": "no idea"}, **judge}
     cfg = load_config(None, data={"source": {"builtin": "arithmetic"},
