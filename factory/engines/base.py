@@ -7,8 +7,9 @@ completions out as they finish, so the caller can keep it full.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import ClassVar, TypeVar
 
 from factory.registry import Registry
 from factory.types import Completion, Prompt
@@ -38,6 +39,22 @@ class Engine(ABC):
 
     async def shutdown(self) -> None:
         pass
+
+
+T = TypeVar("T")
+
+
+async def as_finished(awaitables: Iterable[Awaitable[T]]) -> AsyncIterator[T]:
+    """Run all at once and yield each result as it finishes; cancel the rest if the caller stops."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        for fut in asyncio.as_completed(tasks):
+            yield await fut
+    finally:
+        for t in tasks:
+            t.cancel()
+        # Collect the cancelled ones so no "exception was never retrieved" noise follows.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 ENGINES: Registry[Engine] = Registry("engine", "factory.engines")

@@ -47,7 +47,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from factory.engines.base import ENGINES, Engine
+from factory.engines.base import ENGINES, Engine, as_finished
 from factory.errors import UserError
 from factory.seeds import sample_seed
 from factory.types import Completion, Prompt
@@ -438,15 +438,8 @@ class OpenAIEngine(Engine):
     async def generate(self, requests: Sequence[tuple[Prompt, int]]) -> AsyncIterator[Completion]:
         if self._session is None:
             raise self._dead or OpenAIEngineError("the openai engine is not started (call start() first)")
-        tasks = [asyncio.ensure_future(self._guarded(p, i)) for p, i in requests]
-        try:
-            for fut in asyncio.as_completed(tasks):
-                yield await fut
-        finally:
-            for t in tasks:
-                t.cancel()
-            # Collect the cancelled ones so no "exception was never retrieved" noise follows.
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async for completion in as_finished(self._guarded(p, i) for p, i in requests):
+            yield completion
 
 
 def _loads(text: str) -> Any:

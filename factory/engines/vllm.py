@@ -7,13 +7,12 @@ here (0.32) and the GPU build carried to the H100 (0.26) both run it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from factory.engines.base import ENGINES, Engine
+from factory.engines.base import ENGINES, Engine, as_finished
 from factory.seeds import sample_seed
 from factory.types import Completion, Prompt
 
@@ -153,13 +152,8 @@ class VLLMEngine(Engine):
                     cache[prompt.prompt_id] = self._prompt_ids(prompt)
                 except Exception:
                     cache[prompt.prompt_id] = None  # _guarded turns it into an error row
-        tasks = [asyncio.ensure_future(self._guarded(p, i, cache[p.prompt_id])) for p, i in requests]
-        try:
-            for fut in asyncio.as_completed(tasks):
-                yield await fut
-        finally:
-            for t in tasks:
-                t.cancel()
+        async for completion in as_finished(self._guarded(p, i, cache[p.prompt_id]) for p, i in requests):
+            yield completion
 
     async def shutdown(self) -> None:
         if self._engine is not None:
