@@ -40,8 +40,9 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
     dataset_dir = Path(cfg.output.store) / cfg.output.name
     with dataset_lock(dataset_dir):
         prompt_set = load_prompts(cfg)
-        prompts, prefiltered = _prefilter(cfg, prompt_set.prompts)
+        prompts, prefiltered, removed = _prefilter(cfg, prompt_set.prompts)
         run_path, resumed = open_run(dataset_dir, cfg, resume_id)
+        _record_removed(run_path, removed)
         meta = read_run_json(run_path)
         parent: Path | None = None
         if cfg.output.incremental:
@@ -52,7 +53,10 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
                 write_json_atomic(run_path / "run.json", meta)
             parent = dataset_dir / meta["parent"] if meta["parent"] else None
             prompts = _not_yet_published(prompts, parent)
-        if not prompts and parent is None:
+        if not prompts and parent is not None:
+            log.warning("no prompts that %s does not hold already: no new version", parent.name)
+            return GenerateResult(parent, load_manifest(parent), run_path, resumed)
+        if not prompts:
             raise UserError(
                 f"no prompts to generate from {prompt_set.info['name']}: input rejected "
                 f"{dict(prompt_set.input_rejected)}, prefiltered {prefiltered}"
@@ -75,17 +79,28 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
         return GenerateResult(version_dir, load_manifest(version_dir), run_path, resumed)
 
 
-def _prefilter(cfg: Config, prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int]]:
+def _prefilter(cfg: Config, prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int], list[tuple[Prompt, str]]]:
     if cfg.prefilter is None:
-        return prompts, {}
+        return prompts, {}, []
     from factory.prefilter import apply_prefilters
 
     kept, counts, removed = apply_prefilters(prompts, cfg.prefilter)
-    for p, reason in removed[:20]:
-        log.info("prefiltered %s (%s): %.80s", p.prompt_id, reason, p.problem)
     for k, p in enumerate(kept):  # positions in the generated set: outputs are sorted by them
         p.index = k
-    return kept, dict(counts)
+    return kept, dict(counts), removed
+
+
+def _record_removed(run_path: Path, removed: list[tuple[Prompt, str]]) -> None:
+    """Every prefiltered prompt, with its reason, beside the run: nothing is dropped silently."""
+    if not removed:
+        return
+    import json
+
+    tmp = run_path / "prefiltered.jsonl.tmp"
+    with tmp.open("w") as f:
+        for p, reason in removed:
+            f.write(json.dumps({"prompt_id": p.prompt_id, "reason": reason, "problem": p.problem}) + "\n")
+    os.replace(tmp, run_path / "prefiltered.jsonl")
 
 
 def _not_yet_published(prompts: list[Prompt], parent: Path | None) -> list[Prompt]:

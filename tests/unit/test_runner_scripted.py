@@ -139,3 +139,22 @@ def test_incremental_adds_only_new_prompts(tmp_path: Path) -> None:
     assert second.manifest["parent"] == "v1" and "added 7 prompts" in second.manifest["changelog"][-1]["message"]
     first_rows = datasets.load_dataset(str(first.version_dir), "all", split="train")
     assert {r["prompt_id"] for r in first_rows} <= {r["prompt_id"] for r in rows}
+
+
+def test_incremental_with_nothing_new_makes_no_version(tmp_path: Path) -> None:
+    generate(_cfg(tmp_path, source={"builtin": "arithmetic", "limit": 5}))
+    again = _cfg(tmp_path, source={"builtin": "arithmetic", "limit": 5})
+    again.output.incremental = True
+    r = generate(again)
+    assert r.version_dir.name == "v1"
+    assert [v.version for v in list_versions(tmp_path / "store" / "t")] == ["v1"]
+
+
+def test_prefiltered_prompts_are_recorded(tmp_path: Path) -> None:
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"problem": "What is 2 + 2?", "answer": "4"}\n{"problem": "what is 2 + 2 ?", "answer": "4"}\n')
+    cfg = _cfg(tmp_path, source={"path": str(src)})
+    r = generate(cfg)
+    assert r.manifest["run_stats"]["prefiltered"] == {"duplicate_exact": 1}
+    lines = (r.run_dir / "prefiltered.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and '"duplicate_exact"' in lines[0]
