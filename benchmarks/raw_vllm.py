@@ -21,6 +21,14 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():  # the same engine environment a factory CPU replica gets
+        from factory.engines.vllm import cpu_engine_env
+
+        os.environ.update({k: v for k, v in cpu_engine_env(os.cpu_count() or 1).items() if k not in os.environ})
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 

@@ -58,6 +58,6 @@ def plan_replicas(cfg: Config) -> ReplicaPlan:
         raise RuntimeError("the Ray cluster has no CPUs or GPUs to place an engine replica on")
     cpus = t.cpus_per_replica or min(node_cpus)
     count = sum(c // cpus for c in node_cpus) if t.replicas == "auto" else t.replicas
-    # Ray pins OMP_NUM_THREADS to 1 in actors unless told otherwise: a CPU engine wants its cores.
-    env = {"OMP_NUM_THREADS": str(cpus)}
-    return ReplicaPlan(max(count, 1), 0, cpus, env)
+    from factory.engines.vllm import cpu_engine_env
+
+    return ReplicaPlan(max(count, 1), 0, cpus, cpu_engine_env(cpus))
