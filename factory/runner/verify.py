@@ -22,6 +22,8 @@ class VerifyStage:
         context = {"expects_think_tags": cfg.teacher.expects_think_tags, "verify_workers": workers}
         self.verifiers = build_verifiers(cfg.verifiers, context)
         self.advisory = frozenset(v.name for v in self.verifiers if v.advisory)
+        for v in self.verifiers:
+            v.warm_up()
 
     def describe(self) -> list[dict[str, Any]]:
         return [v.describe() for v in self.verifiers]

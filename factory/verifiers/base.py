@@ -47,6 +47,9 @@ class Verifier(ABC):
     def verdict(self, passed: bool | None, reason: str | None = None) -> Verdict:
         return Verdict(self.name, passed, reason)
 
+    def warm_up(self) -> None:
+        """Start what is slow to start (worker processes) before the first traces arrive."""
+
     def describe(self) -> dict[str, Any]:
         """For the card and manifest: name, version, parameters."""
         return {"name": self.name, "version": self.version, "params": self.params.model_dump(mode="json")}

@@ -488,6 +488,11 @@ class MathVerifier(Verifier):
     def workers(self) -> int:
         return self.p.workers or int(self.context.get("verify_workers") or 0) or os.cpu_count() or 1
 
+    def warm_up(self) -> None:
+        # The runner calls this while the engines load, so the tail of a run never waits for
+        # worker processes to import sympy.
+        self._get_pool().start()
+
     def _get_pool(self) -> Any:
         from factory.verifiers.pool import HardTimeoutPool
 

@@ -202,6 +202,14 @@ class HardTimeoutPool:
                     self._retire(w, kill=True)
                 raise
 
+    def start(self) -> None:
+        """Start every worker now (they import in the background) instead of on the first map."""
+        with self._lock:
+            if self._closed:
+                raise PoolError("pool is closed")
+            while len(self._workers) < self.size:
+                self._spawn()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
