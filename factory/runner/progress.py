@@ -123,6 +123,13 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     t.add_row("rejected", f"{c.get('rejected', 0):,}")
     for reason, n in sorted((c.get("rejected_by_reason") or {}).items(), key=lambda kv: -kv[1]):
         t.add_row(f"  {reason}", f"{n:,}")
+    for name, n in sorted((c.get("verifiers") or {}).items()):
+        t.add_row(f"verifier {name}", f"{n.get('passed', 0):,} passed / {n.get('failed', 0):,} failed / "
+                                      f"{n.get('unknown', 0):,} unknown")
+    for v in manifest.get("verifiers") or []:
+        isolation = (v.get("sandbox") or {}).get("isolation")
+        if isolation and isolation != "bubblewrap":
+            t.add_row(f"[bold red]{v['name']} sandbox[/]", f"[bold red]{isolation} only: no bubblewrap[/]")
     t.add_row("output tokens (this run)", f"{st.get('tokens_out', 0):,}")
     t.add_row("output tokens/s", f"{st.get('tokens_per_s', 0):,.1f}")
     t.add_row("engine ready (s)", f"{st.get('engine_ready_s') or 0:.1f}")
