@@ -121,3 +121,26 @@ def _reap_ray() -> None:
     # A SIGKILLed driver cannot stop the local Ray it started; stop it like a user would.
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120,
                    env=dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"))
+
+
+def test_prompt_longer_than_the_context_is_a_row_not_a_crash() -> None:
+    """The vLLM engine turns an over-long prompt into an error row before it reaches vLLM."""
+    import asyncio
+
+    from transformers import AutoTokenizer
+
+    from factory.engines.vllm import VLLMEngine
+    from factory.models import resolve_model
+    from factory.types import Prompt
+
+    teacher = {"model": "builtin:smollm2-135m-instruct", "max_model_len": 32}
+    engine = VLLMEngine(teacher, {"seed": 0, "temperature": 0.6, "top_p": 0.95, "max_tokens": 8})
+    engine._tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher["model"]))
+    long = Prompt("p", 0, "word " * 100, "1", [{"role": "user", "content": "word " * 100}], "test")
+
+    async def run() -> list:
+        return [c async for c in engine.generate([(long, 0), (long, 1)])]
+
+    out = asyncio.run(run())
+    assert [c.finish_reason for c in out] == ["error", "error"]
+    assert all(c.error.startswith("prompt_too_long:") and c.prompt_tokens > 32 for c in out)
