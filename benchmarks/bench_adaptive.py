@@ -3,8 +3,10 @@
 
     python benchmarks/bench_adaptive.py [--prompts 64] [--n 4] [--k 1]
 
-Without: n samples of every prompt. With: rounds of one sample, a prompt stops at its first
-accepted trace. Reports tokens/accepted for both and the saving.
+Without: n samples of every prompt. With: rounds of one sample, a prompt stops at its k-th
+accepted trace. Reports tokens per accepted trace and tokens per solved prompt (a prompt with at
+least one accepted trace) for both. With k=1 the first can rise (easy prompts no longer yield
+several accepted traces) while the second falls: say which one your dataset needs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ def tokens_per_accepted(m: dict) -> tuple[float, int, int]:
     return (tokens / accepted if accepted else float("inf")), tokens, accepted
 
 
+def _solved(m: dict) -> int:
+    """Prompts with at least one accepted trace, counted from the version's own rows."""
+    import pyarrow.parquet as pq
+    from pathlib import Path as P
+
+    vdir = P(m["_version_dir"])
+    ids = set()
+    for f in (vdir / "data" / "default").glob("*.parquet"):
+        ids.update(pq.read_table(f, columns=["prompt_id"]).column(0).to_pylist())
+    return len(ids)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/default.yaml")
@@ -35,15 +49,19 @@ def main() -> int:
     adaptive = factory_generate(args.config, base + [f"sampling.stop_after_accepted={args.k}",
                                                     "sampling.round_size=1"], "bench-adaptive-on")
     (tpa_off, tok_off, acc_off), (tpa_on, tok_on, acc_on) = tokens_per_accepted(full), tokens_per_accepted(adaptive)
-    prompts_off = full["pass_rate"].get("prompts_with_accepted") if isinstance(full.get("pass_rate"), dict) else None
+    solved_off, solved_on = _solved(full), _solved(adaptive)
     saving = 1 - tpa_on / tpa_off
     print(f"n={args.n}, all samples:        {tok_off} tokens, {acc_off} accepted, {tpa_off:.1f} tokens/accepted")
     print(f"stop_after_accepted={args.k}:      {tok_on} tokens, {acc_on} accepted, {tpa_on:.1f} tokens/accepted")
     print(f"saving in tokens per accepted trace: {100 * saving:.1f}%  (total tokens -{100 * (1 - tok_on / tok_off):.1f}%)")
+    print(f"solved prompts: {solved_off} vs {solved_on}; tokens per solved prompt {tok_off / max(solved_off, 1):.1f} "
+          f"vs {tok_on / max(solved_on, 1):.1f}")
     record({"bench": "adaptive_sampling", "prompts": args.prompts, "n": args.n, "k": args.k,
             "tokens_off": tok_off, "accepted_off": acc_off, "tokens_per_accepted_off": round(tpa_off, 2),
             "tokens_on": tok_on, "accepted_on": acc_on, "tokens_per_accepted_on": round(tpa_on, 2),
-            "saving": round(saving, 4), "prompts_with_accepted_off": prompts_off})
+            "saving": round(saving, 4), "solved_off": solved_off, "solved_on": solved_on,
+            "tokens_per_solved_off": round(tok_off / max(solved_off, 1), 2),
+            "tokens_per_solved_on": round(tok_on / max(solved_on, 1), 2)})
     return 0
 
 

@@ -48,6 +48,7 @@ def factory_generate(config: str, overrides: list[str], name: str) -> dict[str, 
     version = next(line.split("version:")[1].split()[0] for line in proc.stdout.splitlines() if "version:" in line)
     manifest = json.loads((Path(version) / "manifest.json").read_text())
     manifest["_process_wall_s"] = wall
+    manifest["_version_dir"] = version
     return manifest
 
 
