@@ -183,7 +183,7 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
 def _wait_ready(ray: Any, replicas: list[Any], stats: RunStats) -> dict[str, Any]:
     infos = ray.get([r.ready_ref for r in replicas])
     for r, info in zip(replicas, infos):
-        r.info = info
+        r.info, r.started = info, True
     stats.engine_ready_s = time.perf_counter() - stats.started
     info = dict(infos[0])
     info.pop("pid", None)

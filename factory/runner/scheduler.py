@@ -38,6 +38,7 @@ class Replica:
         self.calls = 0
         self.alone = False  # running an isolated call: nothing else may join it
         self.progress: tuple[int, int] = (0, 0)  # (requests finished, output tokens) as last polled
+        self.started = False  # its engine is loaded; until then it gets no calls
 
 
 class Scheduler:
@@ -78,6 +79,7 @@ class Scheduler:
                         outstanding -= 1  # committed
                     else:
                         self._queue_round(shard)
+                self._check_started()
                 self._dispatch()
                 if not self.inflight:
                     time.sleep(0.05)
@@ -122,9 +124,18 @@ class Scheduler:
         shard.calls_out += len(new)
         self.calls.extend(new)
 
+    def _check_started(self) -> None:
+        """A replacement replica joins once its engine is loaded; the others work meanwhile."""
+        for rep in self.replicas:
+            if not rep.started:
+                done, _ = self.ray.wait([rep.ready_ref], timeout=0)
+                if done:
+                    rep.info = self.ray.get(done[0])  # a replica that cannot start is fatal
+                    rep.started = True
+
     def _dispatch(self) -> None:
         for rep in self.replicas:
-            while self.calls and not rep.alone:
+            while rep.started and self.calls and not rep.alone:
                 call = self.calls[0]
                 if call.alone:
                     if rep.calls:  # an isolated call waits for an idle replica
@@ -172,9 +183,7 @@ class Scheduler:
         self._progress.pop(rep, None)
         self.stats.retired_requests += rep.progress[0]
         self.stats.retired_tokens += rep.progress[1]
-        fresh = self.spawn()
-        fresh.info = self.ray.get(fresh.ready_ref)
-        self.replicas.append(fresh)
+        self.replicas.append(self.spawn())  # starts in the background; see _check_started
         for c in lost:
             self._retry(c, err)
 
