@@ -146,13 +146,9 @@ def test_judge_every_trace_when_only_after_is_null() -> None:
 def test_judge_without_math_before_it_is_an_error(order: list[str]) -> None:
     specs = {"llm_judge": {"name": "llm_judge", "engine": "scripted", "model": "m"},
              "math": {"name": "math"}, "truncation": {"name": "truncation"}}
-    cfg = load_config(None, data={"source": {"builtin": "arithmetic"}, "verifiers": [specs[n] for n in order]})
-    st = VerifyStage(cfg, workers=1)
-    try:
-        with pytest.raises(UserError, match="list 'math' before llm_judge"):
-            st.rows_for_traces([trace("p", "1", "\\boxed{2}")])
-    finally:
-        st.close()
+    # caught when the config is read, before any engine starts
+    with pytest.raises(UserError, match="list 'math' before llm_judge"):
+        load_config(None, data={"source": {"builtin": "arithmetic"}, "verifiers": [specs[n] for n in order]})
     # called alone, without the stage's prior verdicts, it cannot know: nothing is judged
     judge = VERIFIERS.get("llm_judge")(JudgeParams(engine="scripted", model="m"), {})
     assert judge.verify(trace("p", "1", "\\boxed{2}")).reason == "not_judged"
