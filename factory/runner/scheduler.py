@@ -90,8 +90,14 @@ class Scheduler:
                 self._poll_progress()
                 self.view.update()
         finally:
-            self._put(None)
-            worker.join(timeout=60)
+            # Stop the verification thread without raising here: a failure of its own is raised
+            # below, and an error of the loop above must not be masked by it.
+            if worker.is_alive():
+                try:
+                    self.to_verify.put(None, timeout=60)
+                except queue.Full:
+                    pass
+                worker.join(timeout=60)
         self._raise_failure()
 
     def _poll_progress(self) -> None:
