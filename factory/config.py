@@ -143,6 +143,9 @@ class RunConfig(Section):
     max_shard_retries: int = Field(default=1, ge=0)
     max_prompt_retries: int = Field(default=1, ge=0)
     progress: bool = True
+    # How long a multi-GPU replica's placement group may wait for its GPUs before the run fails
+    # (saying what the cluster has); an autoscaling cluster may need longer to add nodes.
+    placement_timeout_s: float = Field(default=600.0, gt=0)
 
 
 class OutputConfig(Section):
@@ -235,8 +238,8 @@ class Config(Section):
 
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""
-        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address"}, "output": True,
-                                                          "publish": True})
+        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "placement_timeout_s"},
+                                                     "output": True, "publish": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

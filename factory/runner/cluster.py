@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from factory.config import Config
+from factory.errors import UserError
+from factory.runner.placement import Placement, placement_for
 
 
 @dataclass(slots=True)
@@ -15,6 +17,7 @@ class ReplicaPlan:
     num_gpus: int
     num_cpus: int
     env: dict[str, str]
+    placement: Placement | None = None  # a placement group per replica (world size > 1)
 
 
 def connect(cfg: Config) -> Any:
@@ -39,20 +42,20 @@ def plan_replicas(cfg: Config) -> ReplicaPlan:
     """One replica per tensor/pipeline-parallel GPU group; on CPU, one per node."""
     import ray
 
+    from factory.engines import ENGINES
+
     t = cfg.teacher
-    gpus_per = t.tensor_parallel_size * t.pipeline_parallel_size
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    total_gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
-    if cfg.teacher.engine != "vllm":  # engines that need no accelerator of their own
+    if not ENGINES.get(t.engine).needs_accelerator(t.model_dump(mode="json")):
         return ReplicaPlan(t.replicas if t.replicas != "auto" else 1, 0, 1, {})
-    if total_gpus:
-        count = total_gpus // gpus_per if t.replicas == "auto" else t.replicas
-        if count < 1 or count * gpus_per > total_gpus:
-            raise RuntimeError(
-                f"{count} replica(s) x {gpus_per} GPU(s) do not fit the cluster's {total_gpus} GPU(s); "
-                "lower teacher.replicas or tensor_parallel_size"
-            )
-        return ReplicaPlan(count, gpus_per, 1, {})
+    node_gpus = [int(n["Resources"].get("GPU", 0)) for n in nodes]
+    if sum(node_gpus):
+        placement = placement_for(t.tensor_parallel_size, t.pipeline_parallel_size)
+        count = gpu_replica_count(t.replicas, t.tensor_parallel_size, t.pipeline_parallel_size, node_gpus)
+        if placement is None:
+            return ReplicaPlan(count, 1, 1, {})
+        # The actor itself takes bundle 0's CPU and no GPU: the engine's workers take the GPUs.
+        return ReplicaPlan(count, 0, 1, {}, placement)
     node_cpus = [int(n["Resources"].get("CPU", 0)) for n in nodes if n["Resources"].get("CPU", 0) >= 1]
     if not node_cpus:
         raise RuntimeError("the Ray cluster has no CPUs or GPUs to place an engine replica on")
@@ -61,3 +64,27 @@ def plan_replicas(cfg: Config) -> ReplicaPlan:
     from factory.engines.vllm import cpu_engine_env
 
     return ReplicaPlan(max(count, 1), 0, cpus, cpu_engine_env(cpus))
+
+
+def gpu_replica_count(replicas: int | str, tp: int, pp: int, node_gpus: list[int]) -> int:
+    """How many replicas of tp x pp GPUs to run ("auto": as many as fit); raises if they do not fit.
+
+    A tensor-parallel group (pp == 1) must sit on one node, so it is counted per node: two nodes
+    of 3 GPUs hold two TP=2 replicas, not three. Pipeline stages may span nodes: all GPUs count.
+    """
+    world = tp * pp
+    fits = sum(g // world for g in node_gpus) if pp == 1 else sum(node_gpus) // world
+    count = fits if replicas == "auto" else int(replicas)
+    if 1 <= count <= fits:
+        return count
+    shape = f"{world} GPU(s) (tensor_parallel_size={tp} x pipeline_parallel_size={pp})"
+    has = f"the cluster's GPUs per node are {node_gpus}"
+    if fits:
+        raise UserError(f"{count} replicas x {shape} do not fit: {has}, which hold {fits}; "
+                        f"set teacher.replicas to {fits} or less, or to auto")
+    if pp == 1:
+        raise UserError(f"a replica of {shape} needs them on one node (tensor parallel stays inside a node), "
+                        f"but {has}: lower teacher.tensor_parallel_size to {max(node_gpus)} or less, or split "
+                        "the model into pipeline stages (teacher.pipeline_parallel_size > 1 may span nodes)")
+    raise UserError(f"a replica of {shape} does not fit: {has} ({sum(node_gpus)} in all); lower "
+                    "teacher.tensor_parallel_size x pipeline_parallel_size, or add GPU nodes")

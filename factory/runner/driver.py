@@ -74,7 +74,8 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
         else:
             teacher_info, verifiers_info = meta.get("teacher", {}), meta.get("verifiers", [])
         info = _manifest_info(cfg, prompt_set, teacher_info, verifiers_info, stats, run_path, prefiltered)
-        version_dir = build_version(dataset_dir, run.read_table(), info, parent=parent)
+        # The run itself, not run.read_table(): the build reads one part at a time.
+        version_dir = build_version(dataset_dir, run, info, parent=parent)
         mark_published(run_path, version_dir.name)
         return GenerateResult(version_dir, load_manifest(version_dir), run_path, resumed)
 
@@ -134,6 +135,7 @@ def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], 
 
 
 def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from factory.runner import placement
     from factory.runner.cluster import connect, plan_replicas
     from factory.runner.replica import EngineReplica
     from factory.runner.scheduler import Replica, Scheduler
@@ -149,15 +151,23 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
         opts["runtime_env"] = {"env_vars": plan.env}
 
     def spawn() -> Replica:
-        handle = actor_cls.options(**opts).remote(cfg.teacher.engine, teacher, sampling)
-        return Replica(handle, handle.start.remote())
+        # A multi-GPU replica gets a group of its own; the actor waits in bundle 0 until it is placed.
+        pg = placement.create(plan.placement) if plan.placement else None
+        handle = actor_cls.options(**{**opts, **(placement.actor_options(pg) if pg else {})}).remote(
+            cfg.teacher.engine, teacher, sampling)
+        return Replica(handle, handle.start.remote(), pg)
 
     workers = cfg.run.verify_workers if cfg.run.verify_workers != "auto" else max(1, os.cpu_count() or 1)
     stage = VerifyStage(cfg, workers)  # worker processes start while the engines load
-    replicas = [spawn() for _ in range(plan.count)]
+    replicas: list[Replica] = []
     try:
+        replicas.extend(spawn() for _ in range(plan.count))
+        if plan.placement:  # fail with what the cluster has, rather than wait on it forever
+            placement.wait_placed([r.placement_group for r in replicas], plan.placement,
+                                  cfg.run.placement_timeout_s)
         with ProgressView(stats, enabled=cfg.run.progress) as view:
             teacher_info = _wait_ready(ray, replicas, stats)
+            teacher_info["placement"] = plan.placement.describe() if plan.placement else None
             meta = read_run_json(run.path)
             meta.update(teacher=teacher_info, verifiers=stage.describe())
             write_json_atomic(run.path / "run.json", meta)
@@ -173,10 +183,7 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
     finally:
         stage.close()
         for rep in replicas:
-            try:
-                ray.kill(rep.handle)
-            except Exception:
-                pass
+            rep.stop(ray)  # the actor, and its placement group: nothing outlives the run
     return teacher_info, stage.describe()
 
 
@@ -187,7 +194,9 @@ def _wait_ready(ray: Any, replicas: list[Any], stats: RunStats) -> dict[str, Any
     stats.engine_ready_s = time.perf_counter() - stats.started
     info = dict(infos[0])
     info.pop("pid", None)
+    info.pop("placement_group", None)
     info["replicas"] = len(replicas)
     info["nodes"] = sorted({i.get("node") for i in infos})
     info["node_ids"] = sorted({i.get("node_id") for i in infos if i.get("node_id")})
+    info["placement_groups"] = sorted(i["placement_group"] for i in infos if i.get("placement_group"))
     return info

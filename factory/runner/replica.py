@@ -28,6 +28,8 @@ class EngineReplica:
             import ray
 
             info["node_id"] = ray.get_runtime_context().get_node_id()
+            pg = ray.util.get_current_placement_group()  # what a multi-GPU engine builds its workers in
+            info["placement_group"] = pg.id.hex() if pg is not None else None
         except Exception:  # not inside Ray (direct use in tests)
             pass
         return info

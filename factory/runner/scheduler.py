@@ -30,15 +30,27 @@ log = logging.getLogger(__name__)
 
 
 class Replica:
-    def __init__(self, handle: Any, ready_ref: Any):
+    def __init__(self, handle: Any, ready_ref: Any, placement_group: Any = None):
         self.handle = handle
         self.ready_ref = ready_ref
+        self.placement_group = placement_group  # a multi-GPU replica's own group, removed with it
         self.info: dict[str, Any] | None = None
         self.inflight = 0  # requests
         self.calls = 0
         self.alone = False  # running an isolated call: nothing else may join it
         self.progress: tuple[int, int] = (0, 0)  # (requests finished, output tokens) as last polled
         self.started = False  # its engine is loaded; until then it gets no calls
+
+    def stop(self, ray: Any) -> None:
+        """End the actor and free its GPUs, so that a replacement can be placed; never raises."""
+        try:
+            ray.kill(self.handle)
+        except Exception:
+            pass
+        if self.placement_group is not None:
+            from factory.runner.placement import remove
+
+            remove(self.placement_group)
 
 
 class Scheduler:
@@ -181,10 +193,7 @@ class Scheduler:
         lost = [call] + [c for ref, (r, c) in list(self.inflight.items()) if r is rep]
         for ref in [ref for ref, (r, _) in self.inflight.items() if r is rep]:
             self.inflight.pop(ref)
-        try:
-            self.ray.kill(rep.handle)
-        except Exception:
-            pass
+        rep.stop(self.ray)
         self.replicas.remove(rep)
         self._progress.pop(rep, None)
         self.stats.retired_requests += rep.progress[0]
