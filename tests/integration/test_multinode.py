@@ -1,9 +1,12 @@
 """`factory generate` and `factory submit` on a real multi-node Ray cluster, all on this host.
 
-Three Ray nodes (a head and two workers, one CPU each) are started with `ray start` on loopback,
-each with its own temp dir and ports. The scripted engine runs one replica per node (3 replicas x
-1 CPU on 3 one-CPU nodes), so spreading is forced by resources, and checked by node id through
-Ray's state API: every node has the same hostname here. The same cluster's job server runs
+Three Ray nodes (a head and two workers, one CPU each; the workers announce two logical GPUs each,
+`--num-gpus=2`, which Ray accepts without any GPU) are started with `ray start` on loopback, each
+with its own temp dir and ports. The scripted engine runs one replica per node (3 replicas x 1 CPU
+on 3 one-CPU nodes), so spreading is forced by resources, and checked by node id through Ray's
+state API: every node has the same hostname here. With `engine_kwargs: {gpu: true}` the scripted
+engine stands in for vLLM, so multi-GPU replicas get placement groups across the two GPU nodes,
+checked bundle by bundle through the state API. The same cluster's job server runs
 `factory submit`. Last, deploy/slurm/factory.sbatch runs against a fake one-node Slurm (srun and
 scontrol shims), which starts and stops its own Ray head.
 
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # ray, factory and python of this environment
 SECRET = "hf_multinodeTestSecret0123456789"  # the submitter's token: must never reach the job server
 CLUSTER_TOKEN = "cluster-side-token-value"  # what the cluster's own environment holds
+GPUS_PER_WORKER = 2  # logical GPUs on nodes b and c (none on the head)
 
 
 # --- a local multi-node cluster --------------------------------------------------------------
@@ -179,7 +183,7 @@ def cluster() -> Iterator[Cluster]:
                            f"--ray-client-server-port={_free_port()}"])
         _wait_port(port, c)  # workers can join once the head's GCS listens
         for name in ("b", "c"):
-            c.start_node(name, [f"--address={c.gcs}"])
+            c.start_node(name, [f"--address={c.gcs}", f"--num-gpus={GPUS_PER_WORKER}"])
         c.wait_nodes(3)
         yield c
     finally:
@@ -203,18 +207,24 @@ def _wait_port(port: int, c: Cluster, timeout_s: float = 90.0) -> None:
 # --- configs -----------------------------------------------------------------------------------
 
 
-def _write_config(path: Path, store: Path, replicas: int | str = 3) -> Path:
+def _write_config(path: Path, store: Path, replicas: int | str = 3, teacher: dict[str, Any] | None = None,
+                  run: dict[str, Any] | None = None, gpu: bool = False, poison: bool = False) -> Path:
+    """12 prompts x 2 samples. `gpu`: the scripted engine stands in for a GPU engine (replicas take
+    GPUs, tensor x pipeline parallel ones a placement group); `poison`: the first prompt's answer
+    ends the process of the replica that gets it."""
     from factory.sources.builtin import arithmetic
 
     rows = arithmetic()[:12]
+    answers = {r["problem"]: f"So \\boxed{{{r['answer']}}}" for r in rows}
+    if poison:
+        answers[rows[0]["problem"]] = "!exit"
     data = {
         "source": {"builtin": "arithmetic", "limit": 12},
         "teacher": {"engine": "scripted", "replicas": replicas, "max_num_seqs": 1,
-                    "engine_kwargs": {"answers": {r["problem"]: f"So \\boxed{{{r['answer']}}}" for r in rows},
-                                      "delay_s": 0.05}},
+                    "engine_kwargs": {"answers": answers, "delay_s": 0.05, "gpu": gpu}, **(teacher or {})},
         "sampling": {"n": 2, "max_tokens": 50},
         # One shard in flight per replica, so every replica gets work.
-        "run": {"shard_size": 1, "inflight_factor": 1.0, "verify_workers": 1, "progress": False},
+        "run": {"shard_size": 1, "inflight_factor": 1.0, "verify_workers": 1, "progress": False, **(run or {})},
         "output": {"store": str(store), "name": "mn"},
     }
     path.write_text(yaml.safe_dump(data))
@@ -258,6 +268,71 @@ def test_generate_spreads_replicas_over_nodes(cluster: Cluster, tmp_path: Path) 
     node_ids = {a.node_id for a in ours}
     assert node_ids == {n.node_id for n in cluster.alive_nodes()}
     assert set(teacher["node_ids"]) == node_ids  # what the replicas reported themselves
+
+
+def _node_names(cluster: Cluster) -> dict[str, str]:
+    """Node id -> the name the node was started under (its custom resource `node_NAME`)."""
+    return {n.node_id: key.removeprefix("node_") for n in cluster.alive_nodes()
+            for key in n.resources_total if key.startswith("node_")}
+
+
+def _placement_groups(cluster: Cluster) -> dict[str, Any]:
+    from ray.util.state import list_placement_groups
+
+    return {p.placement_group_id: p for p in list_placement_groups(address=cluster.dashboard, detail=True, limit=1000)}
+
+
+def _bundle_nodes(pg: Any, names: dict[str, str]) -> list[str]:
+    """The node name of each bundle, in bundle order."""
+    return [names[b["node_id"]] for b in sorted(pg.bundles, key=lambda b: b["bundle_id"]["bundle_index"])]
+
+
+def _generate_gpu(cluster: Cluster, tmp_path: Path, **config: Any) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """`factory generate` with GPU replicas: (manifest, the run's placement groups, its replica actors)."""
+    store = tmp_path / "store"
+    path = _write_config(tmp_path / "run.yaml", store, replicas="auto", gpu=True, **config)
+    actors, groups = set(_replica_actors(cluster)), set(_placement_groups(cluster))
+    proc = _factory(["generate", str(path)], _cluster_env(RAY_ADDRESS=cluster.gcs), timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    new_groups = {k: v for k, v in _placement_groups(cluster).items() if k not in groups}
+    return _manifest(store), new_groups, [a for k, a in _replica_actors(cluster).items() if k not in actors]
+
+
+def test_pipeline_parallel_replica_spans_gpu_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    manifest, groups, actors = _generate_gpu(cluster, tmp_path,
+                                             teacher={"tensor_parallel_size": 2, "pipeline_parallel_size": 2})
+    assert manifest["counts"]["accepted"] == 24 and manifest["counts"]["rejected"] == 0
+    teacher = manifest["teacher"]
+    assert teacher["replicas"] == 1  # auto: 4 GPUs // world size 4
+    assert teacher["placement"]["strategy"] == "PACK"
+    assert teacher["placement"]["bundles"] == [{"GPU": 1, "CPU": 1}] + [{"GPU": 1}] * 3
+    assert list(groups) == teacher["placement_groups"]  # what the replica saw inside its actor
+    (pg,) = groups.values()
+    names = _node_names(cluster)
+    bundles = _bundle_nodes(pg, names)
+    assert sorted(bundles) == ["b", "b", "c", "c"]  # 4 GPUs of one replica over both GPU nodes
+    (actor,) = actors
+    assert names[actor.node_id] == bundles[0]  # the replica itself sits in bundle 0
+    assert teacher["node_ids"] == [actor.node_id]
+    assert pg.state == "REMOVED"
+
+
+def test_tensor_parallel_replicas_keep_to_a_node_and_are_replaced(cluster: Cluster, tmp_path: Path) -> None:
+    # TP=2 on 2-GPU nodes: each replica's group holds a whole node. The poison prompt ends a
+    # replica twice (no retries: once as part of its shard, once alone); each replacement can be
+    # placed only if the group of the replica it replaces was removed, else the run hangs.
+    manifest, groups, actors = _generate_gpu(cluster, tmp_path, teacher={"tensor_parallel_size": 2}, poison=True,
+                                             run={"max_shard_retries": 0, "max_prompt_retries": 0})
+    assert manifest["counts"]["accepted"] == 22 and manifest["counts"]["rejected"] == 2  # the poison's 2
+    teacher = manifest["teacher"]
+    assert teacher["replicas"] == 2  # auto: one per node
+    assert teacher["placement"]["strategy"] == "STRICT_PACK"
+    assert teacher["placement"]["bundles"] == [{"GPU": 1, "CPU": 1}, {"GPU": 1}]
+    names = _node_names(cluster)
+    first = [set(_bundle_nodes(groups[pid], names)) for pid in teacher["placement_groups"]]
+    assert sorted(map(sorted, first)) == [["b"], ["c"]]  # each group on one node; the two on different nodes
+    assert len(groups) == 4 and len(actors) == 4  # 2 first replicas + 2 replacements, one group each
+    assert {pg.state for pg in groups.values()} == {"REMOVED"}
 
 
 def test_submit_runs_generate_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> None:
