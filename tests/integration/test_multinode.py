@@ -290,6 +290,8 @@ def _bundle_nodes(pg: Any, names: dict[str, str]) -> list[str]:
 def _generate_gpu(cluster: Cluster, tmp_path: Path, **config: Any) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     """`factory generate` with GPU replicas: (manifest, the run's placement groups, its replica actors)."""
     store = tmp_path / "store"
+    # Placing a group takes milliseconds here: one that cannot be placed fails the run, saying why.
+    config["run"] = {"placement_timeout_s": 60, **config.get("run", {})}
     path = _write_config(tmp_path / "run.yaml", store, replicas="auto", gpu=True, **config)
     actors, groups = set(_replica_actors(cluster)), set(_placement_groups(cluster))
     proc = _factory(["generate", str(path)], _cluster_env(RAY_ADDRESS=cluster.gcs), timeout=180)
