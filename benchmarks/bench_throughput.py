@@ -44,12 +44,14 @@ def main() -> int:
           f"{raw['generation_s']:.1f} s; engine ready {raw['engine_ready_s']:.1f} s)")
     print(f"factory generate{st['tokens_per_s']:10.1f} output tok/s  ({st['tokens_out']} tokens, "
           f"{st['generation_s']:.1f} s; engine ready {st['engine_ready_s']:.1f} s, "
-          f"first accepted trace {st['first_accept_s']} s)")
+          f"first verified trace {st.get('first_verified_s')} s, first accepted {st['first_accept_s']} s; "
+          f"tail after the last completion {st.get('tail_s')} s)")
     print(f"ratio factory/raw = {ratio:.3f}")
     record({"bench": "throughput", "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,
             "raw_tokens_per_s": raw["tokens_per_s"], "factory_tokens_per_s": st["tokens_per_s"],
             "ratio": round(ratio, 4), "raw_engine_ready_s": raw["engine_ready_s"],
             "factory_engine_ready_s": st["engine_ready_s"], "factory_first_accept_s": st["first_accept_s"],
+            "factory_first_verified_s": st.get("first_verified_s"), "factory_tail_s": st.get("tail_s"),
             "device": m["teacher"].get("device"), "overrides": args.overrides})
     return 0
 

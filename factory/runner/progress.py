@@ -31,9 +31,13 @@ class RunStats:
     retired_requests: int = 0  # counters of replicas that were replaced
     retired_tokens: int = 0
     first_accept_s: float | None = None
+    first_verified_s: float | None = None  # the first trace through every verifier, accepted or not
+    last_completion_at: float | None = None  # when the engines handed back their last completion
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.generations += len(rows)
+        if rows and self.first_verified_s is None:
+            self.first_verified_s = time.perf_counter() - self.started
         for r in rows:
             self.tokens_out += r["num_tokens"] or 0
             self.tokens_in += r["prompt_tokens"] or 0
@@ -67,7 +71,15 @@ class RunStats:
             "wall_s": round(time.perf_counter() - self.started, 3),
             "engine_ready_s": None if self.engine_ready_s is None else round(self.engine_ready_s, 3),
             "first_accept_s": None if self.first_accept_s is None else round(self.first_accept_s, 3),
+            "first_verified_s": None if self.first_verified_s is None else round(self.first_verified_s, 3),
+            "tail_s": round(self.tail_seconds(), 3),
         }
+
+    def tail_seconds(self) -> float:
+        """From the engines' last completion to the last committed part: what the run adds after them."""
+        if self.gen_finished is None or self.last_completion_at is None:
+            return 0.0
+        return max(0.0, self.gen_finished - self.last_completion_at)
 
 
 class ProgressView:
@@ -134,5 +146,6 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     t.add_row("output tokens/s", f"{st.get('tokens_per_s', 0):,.1f}")
     t.add_row("engine ready (s)", f"{st.get('engine_ready_s') or 0:.1f}")
     t.add_row("first accepted trace (s)", f"{st.get('first_accept_s') or 0:.1f}")
+    t.add_row("tail after the last completion (s)", f"{st.get('tail_s') or 0:.1f}")
     t.add_row("wall time (s)", f"{st.get('wall_s', 0):.1f}")
     return t

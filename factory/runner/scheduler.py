@@ -182,6 +182,7 @@ class Scheduler:
 
     def _call_done(self, call: Call, completions: list[Completion]) -> None:
         shard = call.shard
+        self.stats.last_completion_at = time.perf_counter()
         shard.completions.extend(completions)
         shard.calls_out -= 1
         if shard.calls_out == 0:
