@@ -79,6 +79,7 @@ class TeacherConfig(Section):
     # A local directory, a Hub id, or "builtin:smollm2-135m-instruct" (converted once, cached).
     model: str = "builtin:smollm2-135m-instruct"
     revision: str | None = None
+    # "auto": the checkpoint's dtype on a GPU; on CPU bf16 where the CPU has it natively, else float32.
     dtype: str = "bfloat16"
     max_model_len: int = Field(default=4096, ge=16)
     tensor_parallel_size: int = Field(default=1, ge=1)

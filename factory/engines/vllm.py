@@ -80,7 +80,7 @@ class VLLMEngine(Engine):
             "engine_version": vllm_version,
             "model": self.teacher["model"],
             "revision": self.teacher.get("revision"),
-            "dtype": self.teacher["dtype"],
+            "dtype": resolve_dtype(self.teacher["dtype"], _has_cuda()),
             "max_model_len": self.teacher["max_model_len"],
             "device": "cuda" if _has_cuda() else "cpu",
             "per_request_seed": self._per_request_seed,
@@ -168,7 +168,7 @@ def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any
     kwargs: dict[str, Any] = dict(
         model=model,
         revision=teacher.get("revision"),
-        dtype=teacher["dtype"],
+        dtype=resolve_dtype(teacher["dtype"], gpu),
         max_model_len=teacher["max_model_len"],
         tensor_parallel_size=teacher["tensor_parallel_size"],
         pipeline_parallel_size=teacher["pipeline_parallel_size"],
@@ -189,6 +189,28 @@ def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any
         kwargs["enforce_eager"] = True
     kwargs.update(teacher.get("engine_kwargs") or {})
     return kwargs
+
+
+def resolve_dtype(dtype: str, gpu: bool) -> str:
+    """`auto` on CPU: bfloat16 where the CPU computes it natively, else float32.
+
+    vLLM's own `auto` takes the checkpoint's dtype (bf16 for most teachers). On a CPU with
+    AVX-512 BF16 or AMX that is the fast choice (2x float32 on a 2-core Sapphire Rapids:
+    306 vs 157 tok/s); without them bf16 runs through a slow fallback (3.5x slower than float32
+    on a 2-core AVX2 EPYC). On a GPU `auto` is left to vLLM.
+    """
+    if dtype != "auto" or gpu:
+        return dtype
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux: no way to tell; float32 is never the slow path
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _is_engine_dead(e: BaseException) -> bool:
