@@ -8,6 +8,11 @@ Both sides: the same model, prompts, chat template, sampling parameters and engi
 Ray replica, async engine, verification and durable Parquet writes; its clock runs from the first
 request sent to the last part committed. Engine start-up is reported apart for both.
 
+A control, (c): raw vLLM again with an idle local Ray beside it (benchmarks/idle_ray.py, started
+as factory starts it). b/c is what factory itself costs; c/a is what Ray's own daemons cost the
+engine on this machine (on a small CPU machine they share the engine's cores; `--no-control`
+skips it).
+
 GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 --set teacher.engine_kwargs={load_format: dummy}` with the shapes from shared/gpu/make_models.py.
 """
@@ -15,11 +20,28 @@ GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import factory_generate, json_lines, record, run  # noqa: E402
+from common import ROOT, factory_generate, json_lines, record, run  # noqa: E402
+
+
+def raw_beside_idle_ray(raw_cmd: list[str], config: str) -> dict:
+    """Raw vLLM while a local Ray, started as factory starts it, sits idle beside it."""
+    holder = subprocess.Popen([sys.executable, "benchmarks/idle_ray.py", "--config", config], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        if holder.stdout.readline().strip() != "ready":
+            raise SystemExit("benchmarks/idle_ray.py did not start a local Ray")
+        return json_lines(run(raw_cmd).stdout)[-1]
+    finally:
+        holder.stdin.close()  # it shuts its Ray down and exits
+        try:
+            holder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            holder.kill()
 
 
 def main() -> int:
@@ -29,6 +51,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--no-control", action="store_true", help="skip (c), raw vLLM beside an idle Ray")
     args = ap.parse_args()
     shared = [f"source.limit={args.prompts}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
               "sampling.ignore_eos=true", *args.overrides]
@@ -38,6 +61,7 @@ def main() -> int:
         raw_cmd += ["--set", s]
     raw = json_lines(run(raw_cmd).stdout)[-1]
     m = factory_generate(args.config, shared, "bench-throughput")
+    control = None if args.no_control else raw_beside_idle_ray(raw_cmd, args.config)
     st = m["run_stats"]
     ratio = st["tokens_per_s"] / raw["tokens_per_s"]
     print(f"raw vLLM        {raw['tokens_per_s']:10.1f} output tok/s  ({raw['tokens_out']} tokens, "
@@ -47,12 +71,20 @@ def main() -> int:
           f"first verified trace {st.get('first_verified_s')} s, first accepted {st['first_accept_s']} s; "
           f"tail after the last completion {st.get('tail_s')} s)")
     print(f"ratio factory/raw = {ratio:.3f}")
+    extra = {}
+    if control:
+        own, ray_cost = st["tokens_per_s"] / control["tokens_per_s"], control["tokens_per_s"] / raw["tokens_per_s"]
+        print(f"raw vLLM beside an idle local Ray {control['tokens_per_s']:.1f} output tok/s: "
+              f"factory/that = {own:.3f} (factory's own cost), that/raw = {ray_cost:.3f} (Ray's daemons)")
+        extra = {"raw_beside_ray_tokens_per_s": control["tokens_per_s"], "ratio_vs_raw_beside_ray": round(own, 4),
+                 "ray_daemons_ratio": round(ray_cost, 4)}
     record({"bench": "throughput", "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,
             "raw_tokens_per_s": raw["tokens_per_s"], "factory_tokens_per_s": st["tokens_per_s"],
             "ratio": round(ratio, 4), "raw_engine_ready_s": raw["engine_ready_s"],
             "factory_engine_ready_s": st["engine_ready_s"], "factory_first_accept_s": st["first_accept_s"],
             "factory_first_verified_s": st.get("first_verified_s"), "factory_tail_s": st.get("tail_s"),
-            "device": m["teacher"].get("device"), "overrides": args.overrides})
+            "device": m["teacher"].get("device"), "dtype": m["teacher"].get("dtype"), "overrides": args.overrides,
+            **extra})
     return 0
 
 

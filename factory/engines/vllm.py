@@ -177,6 +177,10 @@ def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any
         max_num_seqs=teacher["max_num_seqs"],
         seed=seed,
         enable_prefix_caching=True,  # the n samples of a prompt share its prefix
+        # vLLM's stat loggers (Prometheus histograms fed per request and step, scheduler stats
+        # in the engine core) cost the engine cycles on every step; the runner keeps its own
+        # counters. `LLM` (the raw benchmark) turns them off by default too.
+        disable_log_stats=True,
     )
     if gpu and teacher["tensor_parallel_size"] * teacher["pipeline_parallel_size"] > 1:
         # The runner gives such a replica a placement group of one-GPU bundles (possibly on
