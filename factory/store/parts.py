@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,18 +37,33 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_parquet_durably(table: pa.Table, path: Path, **kwargs: Any) -> None:
-    """Write a Parquet file and fsync it before returning (the caller renames it afterwards)."""
+def write_parquet_durably(data: pa.Table | Iterable[pa.Table], path: Path, schema: pa.Schema | None = None,
+                          **kwargs: Any) -> None:
+    """Write a Parquet file and fsync it before returning (the caller renames it afterwards).
+
+    `data` is a table, or the file's row groups one table each, in `schema`: each group is written
+    as it comes, so a file can be larger than what is held in memory at once.
+    """
     with open(path, "wb") as f:
-        if table.num_rows:
-            pq.write_table(table, f, **kwargs)
+        if not isinstance(data, pa.Table):
+            _write_row_groups(data, f, schema, **kwargs)
+        elif data.num_rows:
+            pq.write_table(data, f, **kwargs)
         else:
-            # No row groups at all: write_table would emit one 0-row group, which readers that
-            # size batches from the first row group (datasets' parquet builder) reject.
-            kwargs.pop("row_group_size", None)
-            pq.ParquetWriter(f, table.schema, **kwargs).close()
+            _write_row_groups([], f, data.schema, **kwargs)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _write_row_groups(groups: Iterable[pa.Table], f: BinaryIO, schema: pa.Schema | None, **kwargs: Any) -> None:
+    """One row group per table; none at all for no rows (write_table would emit one 0-row group,
+    which readers that size batches from the first row group, like datasets' parquet builder,
+    reject)."""
+    kwargs.pop("row_group_size", None)
+    with pq.ParquetWriter(f, schema, **kwargs) as writer:
+        for group in groups:
+            writer.write_table(group, row_group_size=group.num_rows)
+            del group  # else it stays alive while `groups` builds the next one: two groups held
 
 
 def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
@@ -141,9 +156,14 @@ class RunDir:
             keys.update(zip(t["prompt_id"].to_pylist(), t["sample_index"].to_pylist()))
         return keys
 
+    def part_files(self) -> list[Path]:
+        """The committed part files, in shard order."""
+        return [p for _, p in self._parts()]
+
     def read_table(self) -> pa.Table:
-        """Every committed row, parts in shard order, in PART_SCHEMA."""
-        tables = [pq.read_table(p, schema=PART_SCHEMA) for _, p in self._parts()]
+        """Every committed row, parts in shard order, in PART_SCHEMA. All at once: a version build
+        reads `part_files()` one at a time instead."""
+        tables = [pq.read_table(p, schema=PART_SCHEMA) for p in self.part_files()]
         if not tables:
             return PART_SCHEMA.empty_table()
         return pa.concat_tables(tables)
