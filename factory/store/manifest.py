@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import math
 import subprocess
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -113,19 +114,36 @@ def per_prompt(table: pa.Table) -> pa.Table:
     return g.rename_columns(["prompt_id", "accepted", "samples"])
 
 
-def _dist(values: pa.ChunkedArray) -> dict[str, Any]:
-    values = pc.drop_null(values)
-    n = len(values)
+def _nearest(counts: dict[int, int], n: int, q: float) -> int:
+    """pyarrow's quantile(interpolation="nearest") of n values given as value -> count: the value
+    at sorted position q*(n-1), a tie (x.5) going to the even position."""
+    index = (n - 1) * q
+    pos = int(index)
+    frac = index - pos
+    if frac > 0.5 or (frac == 0.5 and pos % 2 == 1):
+        pos += 1
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if pos < seen:
+            return value
+    raise ValueError(f"position {pos} beyond {n} values")
+
+
+def _dist(counts: dict[int, int]) -> dict[str, Any]:
+    """Count, total, mean, p50, p90, max of integers given as value -> count (a token count has far
+    fewer distinct values than rows, so this stays small however many rows there are)."""
+    n = sum(counts.values())
     if n == 0:
         return {"count": 0, "total": 0, "mean": None, "p50": None, "p90": None, "max": None}
-    q = pc.quantile(values, q=[0.5, 0.9], interpolation="nearest").to_pylist()
+    total = sum(v * c for v, c in counts.items())
     return {
         "count": n,
-        "total": int(pc.sum(values).as_py()),
-        "mean": round(pc.mean(values).as_py(), 1),
-        "p50": int(q[0]),
-        "p90": int(q[1]),
-        "max": int(pc.max(values).as_py()),
+        "total": total,
+        "mean": round(total / n, 1),
+        "p50": _nearest(counts, n, 0.5),
+        "p90": _nearest(counts, n, 0.9),
+        "max": max(counts),
     }
 
 
@@ -137,69 +155,104 @@ def _bucket(rate: float) -> str:
     return PASS_RATE_BUCKETS[1 + min(3, int(rate * 4))]
 
 
-def _value_counts(values: pa.ChunkedArray, null: str) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _add_value_counts(into: dict[Any, int], values: pa.ChunkedArray | pa.Array) -> None:
     for item in pc.value_counts(values).to_pylist():
-        key = null if item["values"] is None else str(item["values"])
-        out[key] = out.get(key, 0) + item["counts"]
+        into[item["values"]] = into.get(item["values"], 0) + item["counts"]
+
+
+def _named_counts(counts: dict[Any, int], null: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value, n in counts.items():
+        key = null if value is None else str(value)
+        out[key] = out.get(key, 0) + n
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _verifier_counts(table: pa.Table, order: list[str]) -> dict[str, dict[str, int]]:
-    out = {n: {"passed": 0, "failed": 0, "unknown": 0} for n in order}
-    flat = pc.list_flatten(table["verdicts"])
-    if len(flat) == 0:
-        return out
-    vt = pa.table({"name": pc.struct_field(flat, "name"), "passed": pc.struct_field(flat, "passed")})
-    g = vt.group_by(["name", "passed"]).aggregate([([], "count_all")])
-    for name, passed, n in zip(g["name"].to_pylist(), g["passed"].to_pylist(), g["count_all"].to_pylist()):
-        slot = {True: "passed", False: "failed", None: "unknown"}[passed]
-        out.setdefault(name, {"passed": 0, "failed": 0, "unknown": 0})[slot] += n
-    return out
-
-
-def _pass_rate_summary(table: pa.Table) -> dict[str, Any]:
+def _pass_rate_summary(prompts: Iterable[Sequence[int]]) -> dict[str, Any]:
+    """From (accepted, samples) per prompt."""
     hist = {b: 0 for b in PASS_RATE_BUCKETS}
-    if table.num_rows == 0:
+    rates, with_acc = [], 0
+    for accepted, samples in prompts:
+        rate = accepted / samples
+        rates.append(rate)
+        hist[_bucket(rate)] += 1
+        with_acc += accepted > 0
+    if not rates:
         return {"mean": None, "prompts_with_accepted": 0, "share_with_accepted": None, "histogram": hist}
-    g = per_prompt(table)
-    rates = pc.divide(pc.cast(g["accepted"], pa.float64()), pc.cast(g["samples"], pa.float64()))
-    for r in rates.to_pylist():
-        hist[_bucket(r)] += 1
-    with_acc = int(pc.sum(pc.cast(pc.greater(g["accepted"], 0), pa.int64())).as_py())
     return {
-        "mean": round(pc.mean(rates).as_py(), 4),
+        "mean": round(pc.mean(pa.array(rates, pa.float64())).as_py(), 4),
         "prompts_with_accepted": with_acc,
-        "share_with_accepted": round(with_acc / g.num_rows, 4),
+        "share_with_accepted": round(with_acc / len(rates), 4),
         "histogram": hist,
     }
+
+
+class RowStats:
+    """Counts, verifier outcomes and token summaries of a version, added up one chunk of rows at a
+    time: a version build never holds all of its rows. Memory: a few counters per distinct value."""
+
+    def __init__(self, verifier_order: list[str] | None = None) -> None:
+        self.generations = self.accepted = self.errors = 0
+        self.finish_reason: dict[Any, int] = {}
+        self.reject_reason: dict[Any, int] = {}
+        self.verifiers = {n: {"passed": 0, "failed": 0, "unknown": 0} for n in verifier_order or []}
+        self.tokens: dict[str, dict[int, int]] = {"accepted": {}, "all": {}, "prompt": {}}
+
+    def add(self, table: pa.Table) -> None:
+        """One chunk of `all` rows (PART_SCHEMA or ALL_SCHEMA columns)."""
+        acc = accepted_mask(table)
+        accepted = int(pc.sum(pc.cast(acc, pa.int64())).as_py() or 0)
+        self.generations += table.num_rows
+        self.accepted += accepted
+        self.errors += table.num_rows - table["error"].null_count
+        _add_value_counts(self.finish_reason, table["finish_reason"])
+        _add_value_counts(self.reject_reason, table["reject_reason"].filter(pc.invert(acc)))
+        self._add_verdicts(table["verdicts"])
+        for key, values in (("accepted", table["num_tokens"].filter(acc)), ("all", table["num_tokens"]),
+                            ("prompt", table["prompt_tokens"])):
+            _add_value_counts(self.tokens[key], pc.drop_null(values))
+
+    def _add_verdicts(self, verdicts: pa.ChunkedArray) -> None:
+        flat = pc.list_flatten(verdicts)
+        if len(flat) == 0:
+            return
+        vt = pa.table({"name": pc.struct_field(flat, "name"), "passed": pc.struct_field(flat, "passed")})
+        g = vt.group_by(["name", "passed"]).aggregate([([], "count_all")])
+        for name, passed, n in zip(g["name"].to_pylist(), g["passed"].to_pylist(), g["count_all"].to_pylist()):
+            slot = {True: "passed", False: "failed", None: "unknown"}[passed]
+            self.verifiers.setdefault(name, {"passed": 0, "failed": 0, "unknown": 0})[slot] += n
+
+    def summary(self, prompts: Collection[Sequence[int]]) -> dict[str, Any]:
+        """The manifest's `counts`, `pass_rate` and `tokens`; `prompts` is (accepted, samples) per
+        prompt of the same rows (the builder keeps these anyway, for `pass_rate`)."""
+        return {
+            "counts": {
+                "prompts": len(prompts),
+                "generations": self.generations,
+                "accepted": self.accepted,
+                "rejected": self.generations - self.accepted,
+                "errors": self.errors,
+                "finish_reason": _named_counts(self.finish_reason, "null"),
+                "rejected_by_reason": _named_counts(self.reject_reason, "unknown"),
+                "verifiers": self.verifiers,
+            },
+            "pass_rate": _pass_rate_summary(prompts),
+            "tokens": {k: _dist(v) for k, v in self.tokens.items()},
+        }
 
 
 def table_stats(all_table: pa.Table, verifier_order: list[str] | None = None) -> dict[str, Any]:
     """Counts, verifier outcomes, pass-rate and token summaries, computed from the rows themselves
     (not from run bookkeeping), so they are true of exactly the data in the version."""
-    acc = accepted_mask(all_table)
-    accepted = int(pc.sum(pc.cast(acc, pa.int64())).as_py() or 0)
-    accepted_rows = all_table.filter(acc)
-    rejected_rows = all_table.filter(pc.invert(acc))
-    return {
-        "counts": {
-            "prompts": len(pc.unique(all_table["prompt_id"])),
-            "generations": all_table.num_rows,
-            "accepted": accepted,
-            "rejected": all_table.num_rows - accepted,
-            "errors": all_table.num_rows - all_table["error"].null_count,
-            "finish_reason": _value_counts(all_table["finish_reason"], "null"),
-            "rejected_by_reason": _value_counts(rejected_rows["reject_reason"], "unknown"),
-            "verifiers": _verifier_counts(all_table, verifier_order or []),
-        },
-        "pass_rate": _pass_rate_summary(all_table),
-        "tokens": {
-            "accepted": _dist(accepted_rows["num_tokens"]),
-            "all": _dist(all_table["num_tokens"]),
-            "prompt": _dist(all_table["prompt_tokens"]),
-        },
-    }
+    stats = RowStats(verifier_order)
+    stats.add(all_table)
+    g = per_prompt(all_table)
+    return stats.summary(list(zip(g["accepted"].to_pylist(), g["samples"].to_pylist())))
+
+
+def verifier_names(info: dict[str, Any]) -> list[str]:
+    """The run's verifiers, in its order (the manifest lists their counts in that order)."""
+    return [v["name"] for v in info.get("verifiers") or [] if isinstance(v, dict) and v.get("name")]
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -254,10 +307,10 @@ def _factory_version() -> str:
     return __version__
 
 
-def base_manifest(name: str, info: dict[str, Any], all_table: pa.Table, files: list[dict[str, Any]],
+def base_manifest(name: str, info: dict[str, Any], stats: dict[str, Any], files: list[dict[str, Any]],
                   parent: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, Any]:
-    """Everything but the version number, which is fixed only when the version dir is claimed."""
-    verifier_names = [v["name"] for v in info.get("verifiers") or [] if isinstance(v, dict) and v.get("name")]
+    """Everything but the version number, which is fixed only when the version dir is claimed.
+    `stats` is `RowStats.summary()` (or `table_stats()`) of every row of this version."""
     configs = {c: {"rows": sum(f["rows"] for f in files if f["config"] == c),
                    "files": [f["path"] for f in files if f["config"] == c]}
                for c in dict.fromkeys(f["config"] for f in files)}
@@ -279,7 +332,7 @@ def base_manifest(name: str, info: dict[str, Any], all_table: pa.Table, files: l
         "source": info.get("source") or {},
         "verifiers": info.get("verifiers") or [],
         "run_stats": info.get("stats") or {},  # the run that built this version only
-        **table_stats(all_table, verifier_names),  # every row of this version
+        **stats,  # counts, pass_rate, tokens: every row of this version
         "configs": configs,
         "files": files,
         "parent": parent.get("version") if parent else None,

@@ -45,6 +45,8 @@ from factory.store.manifest import (
     load_manifest,
     now_utc,
     per_prompt,
+    table_stats,
+    verifier_names,
     verify_files,
 )
 from factory.store.parts import fsync_dir, write_parquet_durably
@@ -337,7 +339,8 @@ def build_version(dataset_dir: str | Path, table: pa.Table, info: dict[str, Any]
     try:
         files = (_write_config(tmp, "default", _default_rows(all_table))
                  + _write_config(tmp, "all", all_table))
-        base = base_manifest(dataset_dir.name, info, all_table, files, parent_manifest, change)
+        stats = table_stats(all_table, verifier_names(info))
+        base = base_manifest(dataset_dir.name, info, stats, files, parent_manifest, change)
         target = _claim(tmp, dataset_dir, base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

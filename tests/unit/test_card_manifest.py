@@ -4,13 +4,15 @@ Hub and `datasets` read, a body that answers a reader's first questions)."""
 from __future__ import annotations
 
 import json
+import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import yaml
 
 from factory.store.card import front_matter, license_of, render_card, size_category
-from factory.store.manifest import PACKAGES, package_versions, table_stats, verify_files
+from factory.store.manifest import PACKAGES, RowStats, package_versions, per_prompt, table_stats, verify_files
 from factory.store.schema import PART_SCHEMA, trace_row
 from factory.store.version import build_version, load_manifest
 from factory.types import Completion, Prompt, Trace, Verdict
@@ -144,6 +146,45 @@ def test_stats_of_an_empty_table():
     s = table_stats(PART_SCHEMA.empty_table())
     assert s["counts"]["generations"] == 0 and s["pass_rate"]["mean"] is None
     assert s["tokens"]["all"] == {"count": 0, "total": 0, "mean": None, "p50": None, "p90": None, "max": None}
+
+
+def random_table(n: int, seed: int) -> pa.Table:
+    """n rows like rows(), with random token counts (some null), prompts and outcomes."""
+    rnd = random.Random(seed)
+    base = rows()
+    out = []
+    for i in range(n):
+        r = dict(base[rnd.randrange(len(base))], prompt_id=f"p{rnd.randrange(n // 3 + 1)}", sample_index=i)
+        r.update(num_tokens=None if rnd.random() < 0.05 else rnd.randint(0, 60), prompt_tokens=rnd.randint(1, 9),
+                 error="boom" if rnd.random() < 0.1 else None)
+        out.append(r)
+    return pa.Table.from_pylist(out, schema=PART_SCHEMA)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 11, 100, 301])
+def test_token_summaries_are_pyarrows(n):
+    """The build counts token values instead of holding every row's; the summaries must still be
+    exactly pyarrow's quantile ("nearest"), mean, sum and max of the column."""
+    t = random_table(n, seed=n)
+    values = pc.drop_null(t["num_tokens"])
+    got = table_stats(t)["tokens"]["all"]
+    if len(values) == 0:
+        assert got["count"] == 0
+        return
+    p50, p90 = pc.quantile(values, q=[0.5, 0.9], interpolation="nearest").to_pylist()
+    assert (got["p50"], got["p90"]) == (p50, p90)
+    assert got["mean"] == round(pc.mean(values).as_py(), 1)
+    assert (got["count"], got["total"], got["max"]) == (len(values), pc.sum(values).as_py(), pc.max(values).as_py())
+
+
+def test_stats_added_chunk_by_chunk_equal_stats_of_the_whole():
+    t = random_table(120, seed=5)
+    order = ["truncation", "math"]
+    stats = RowStats(order)
+    for start in range(0, t.num_rows, 7):
+        stats.add(t.slice(start, 7))
+    g = per_prompt(t)
+    assert stats.summary(list(zip(g["accepted"].to_pylist(), g["samples"].to_pylist()))) == table_stats(t, order)
 
 
 # ----------------------------------------------------------------------------- card
