@@ -74,7 +74,8 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
         else:
             teacher_info, verifiers_info = meta.get("teacher", {}), meta.get("verifiers", [])
         info = _manifest_info(cfg, prompt_set, teacher_info, verifiers_info, stats, run_path, prefiltered)
-        version_dir = build_version(dataset_dir, run.read_table(), info, parent=parent)
+        # The run itself, not run.read_table(): the build reads one part at a time.
+        version_dir = build_version(dataset_dir, run, info, parent=parent)
         mark_published(run_path, version_dir.name)
         return GenerateResult(version_dir, load_manifest(version_dir), run_path, resumed)
 

@@ -169,11 +169,11 @@ def _named_counts(counts: dict[Any, int], null: str) -> dict[str, int]:
 
 
 def _pass_rate_summary(prompts: Iterable[Sequence[int]]) -> dict[str, Any]:
-    """From (accepted, samples) per prompt."""
+    """From (accepted, samples, ...) per prompt."""
     hist = {b: 0 for b in PASS_RATE_BUCKETS}
     rates, with_acc = [], 0
-    for accepted, samples in prompts:
-        rate = accepted / samples
+    for counts in prompts:
+        accepted, rate = counts[0], counts[0] / counts[1]
         rates.append(rate)
         hist[_bucket(rate)] += 1
         with_acc += accepted > 0
@@ -223,8 +223,8 @@ class RowStats:
             self.verifiers.setdefault(name, {"passed": 0, "failed": 0, "unknown": 0})[slot] += n
 
     def summary(self, prompts: Collection[Sequence[int]]) -> dict[str, Any]:
-        """The manifest's `counts`, `pass_rate` and `tokens`; `prompts` is (accepted, samples) per
-        prompt of the same rows (the builder keeps these anyway, for `pass_rate`)."""
+        """The manifest's `counts`, `pass_rate` and `tokens`; `prompts` is (accepted, samples, ...)
+        per prompt of the same rows (the builder keeps these anyway, for `pass_rate`)."""
         return {
             "counts": {
                 "prompts": len(prompts),

@@ -11,6 +11,9 @@ share, and the changelog's "added M rows" is exactly the difference. Only `pass_
 per-prompt aggregate, is recomputed over the union (a prompt that got more samples gets a truer
 rate).
 
+The build streams (factory.store.rows): it holds a chunk of rows and a row group at a time, never
+all of a version's rows, so a run of any size publishes in the same memory.
+
 Callers hold `dataset_lock(dataset_dir)` while building (the runner does, for the whole run).
 """
 
@@ -24,12 +27,12 @@ import socket
 import hashlib
 import math
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from factory.store import card as card_mod
@@ -37,20 +40,18 @@ from factory.store.manifest import (
     CARD_NAME,
     MANIFEST_NAME,
     VersionError,
-    accepted_mask,
     base_manifest,
     dumps,
     file_entry,
     finalize,
     load_manifest,
     now_utc,
-    per_prompt,
-    table_stats,
     verifier_names,
     verify_files,
 )
-from factory.store.parts import fsync_dir, write_parquet_durably
-from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA, PART_SCHEMA
+from factory.store.parts import RunDir, fsync_dir, write_parquet_durably
+from factory.store.rows import VersionRows, run_chunks, scan_rows, table_chunks, version_chunks
+from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA
 
 __all__ = ["VersionError", "VersionInfo", "build_version", "clean_stale_builds", "latest_version",
            "list_versions", "load_manifest", "read_version_table", "verify_files"]
@@ -131,61 +132,15 @@ def latest_version(dataset_dir: str | Path) -> Path | None:
     return versions[-1].path if versions else None
 
 
-# ----------------------------------------------------------------------------- table work
-
-
-def _as_part_table(table: pa.Table) -> pa.Table:
-    """Accept PART_SCHEMA or ALL_SCHEMA columns (pass_rate is dropped: it is recomputed)."""
-    missing = [n for n in PART_SCHEMA.names if n not in table.column_names]
-    if missing:
-        raise VersionError(f"table lacks columns {missing}; expected the part schema {PART_SCHEMA.names}")
-    return table.select(PART_SCHEMA.names).cast(PART_SCHEMA)
-
-
-def _keys(table: pa.Table) -> pa.Array:
-    """One string per row for (prompt_id, sample_index); \\x1f never occurs in a hash or an id."""
-    if table.num_rows == 0:
-        return pa.array([], pa.string())
-    joined = pc.binary_join_element_wise(
-        table["prompt_id"], pc.cast(table["sample_index"], pa.string()), "\x1f")
-    return pa.concat_arrays(joined.chunks)
-
-
-def _dedupe(table: pa.Table) -> pa.Table:
-    """Keep the first row of each key (parts never repeat a key; this guards odd callers)."""
-    if table.num_rows == 0:
-        return table
-    keyed = pa.table({"k": _keys(table), "i": pa.array(range(table.num_rows), pa.int64())})
-    first = keyed.group_by("k", use_threads=False).aggregate([("i", "min")])["i_min"]
-    if len(first) == table.num_rows:
-        return table
-    return table.take(pc.take(first, pc.sort_indices(first)))
-
-
-def _with_pass_rate(table: pa.Table) -> pa.Table:
-    """PART_SCHEMA rows -> ALL_SCHEMA rows; pass_rate = accepted / samples of the row's prompt."""
-    if table.num_rows == 0:
-        rates: pa.Array | pa.ChunkedArray = pa.array([], pa.float64())
-    else:
-        g = per_prompt(table)
-        rate = pc.divide(pc.cast(g["accepted"], pa.float64()), pc.cast(g["samples"], pa.float64()))
-        rates = pc.take(rate, pc.index_in(table["prompt_id"], value_set=g["prompt_id"]))
-    cols = {n: table[n] for n in PART_SCHEMA.names} | {"pass_rate": rates}
-    return pa.table([cols[n] for n in ALL_SCHEMA.names], schema=ALL_SCHEMA)
-
-
-def _default_rows(all_table: pa.Table) -> pa.Table:
-    return all_table.filter(accepted_mask(all_table)).select(DEFAULT_SCHEMA.names).cast(DEFAULT_SCHEMA)
-
-
 # ----------------------------------------------------------------------------- writing
 
 
 _WRITE_PARAMS = set(inspect.signature(pq.write_table).parameters)
 
 
-def _parquet_options(table: pa.Table) -> dict[str, Any]:
-    avg = max(1, table.nbytes // max(1, table.num_rows))
+def _parquet_options(nbytes: int, rows: int) -> dict[str, Any]:
+    """Row groups of about ROW_GROUP_TARGET_BYTES, from the config's average row (in memory)."""
+    avg = max(1, nbytes // max(1, rows))
     lo, hi = ROW_GROUP_ROWS
     opts: dict[str, Any] = {
         "compression": "zstd",
@@ -200,19 +155,66 @@ def _parquet_options(table: pa.Table) -> dict[str, Any]:
     return opts
 
 
-def _write_config(root: Path, config: str, table: pa.Table) -> list[dict[str, Any]]:
-    """data/<config>/train-XXXXX-of-YYYYY.parquet; always at least one file, even with no rows,
-    so the config loads (as empty) instead of failing on an empty glob."""
+class _Rows:
+    """Rows from a stream of chunks, taken n at a time as one contiguous table (one row group).
+
+    Contiguous, because the Parquet writer cuts pages where chunks end: one contiguous group gives
+    the pages, and so the bytes, that writing the whole config as one table gave.
+    """
+
+    def __init__(self, chunks: Iterator[pa.Table]):
+        self._chunks = chunks
+        self._held: list[pa.Table] = []
+        self._count = 0
+
+    def take(self, n: int) -> pa.Table:
+        self._fill(n)
+        held = pa.concat_tables(self._held)
+        self._held, self._count = [held.slice(n)], self._count - n
+        schema, columns = held.schema, held.slice(0, n).columns
+        del held  # from here on only `columns` holds the group's chunks
+        return _contiguous(schema, columns)
+
+    def left(self) -> int:
+        return self._count + sum(c.num_rows for c in self._chunks)
+
+    def _fill(self, n: int) -> None:
+        while self._count < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise VersionError(f"the rows ran out: {n - self._count} fewer than the scan counted")
+            self._held.append(chunk)
+            self._count += chunk.num_rows
+
+
+def _contiguous(schema: pa.Schema, columns: list[pa.ChunkedArray]) -> pa.Table:
+    """One table of one chunk per column, copied a column at a time; each column's chunks are
+    dropped once copied, so the peak is the group plus one column, not two groups."""
+    for i, column in enumerate(columns):
+        columns[i] = column.combine_chunks()
+    return pa.table(columns, schema=schema)
+
+
+def _write_config(root: Path, config: str, rows: VersionRows) -> list[dict[str, Any]]:
+    """data/<config>/train-XXXXX-of-YYYYY.parquet, ROWS_PER_FILE rows each, written a row group at
+    a time; always at least one file, even with no rows, so the config loads (as empty) instead of
+    failing on an empty glob."""
     out_dir = root / "data" / config
     out_dir.mkdir(parents=True)
-    n_files = max(1, math.ceil(table.num_rows / ROWS_PER_FILE))
-    opts = _parquet_options(table)
+    total = rows.rows[config]
+    n_files = max(1, math.ceil(total / ROWS_PER_FILE))
+    opts = _parquet_options(rows.nbytes[config], total)
+    group = opts["row_group_size"]
+    stream = _Rows(rows.tables(config))
     entries = []
     for i in range(n_files):
-        part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
+        in_file = min(ROWS_PER_FILE, total - i * ROWS_PER_FILE)
+        groups = (stream.take(min(group, in_file - k)) for k in range(0, in_file, group))
         rel = f"data/{config}/{SPLIT}-{i:05d}-of-{n_files:05d}.parquet"
-        write_parquet_durably(part, root / rel, **opts)
-        entries.append(file_entry(root, rel, config, SPLIT, part.num_rows))
+        write_parquet_durably(groups, root / rel, schema=CONFIGS[config], **opts)
+        entries.append(file_entry(root, rel, config, SPLIT, in_file))
+    if stream.left():
+        raise VersionError(f"config {config}: {stream.left()} more rows than the scan counted")
     fsync_dir(out_dir)
     fsync_dir(out_dir.parent)
     return entries
@@ -289,58 +291,44 @@ def _claim(tmp: Path, dataset_dir: Path, base: dict[str, Any]) -> Path:
         number += 1  # never overwrite: take the next number
 
 
-def build_version(dataset_dir: str | Path, table: pa.Table, info: dict[str, Any],
+def build_version(dataset_dir: str | Path, rows: pa.Table | RunDir, info: dict[str, Any],
                   parent: str | Path | None = None) -> Path:
-    """Publish `table` (`all` rows, PART_SCHEMA) as the next immutable vN; returns its path.
+    """Publish `rows` (`all` rows, PART_SCHEMA) as the next immutable vN; returns its path.
 
-    With `parent` (an earlier version dir) the version is the parent's rows + the new rows whose
-    key is not published yet (see the module docstring). Any failure leaves no vN and no temp dir.
+    `rows` is a table, or a run whose committed parts are read one at a time: the build holds a
+    chunk of rows and per-prompt counts, never the whole run (factory.store.rows). With `parent`
+    (an earlier version dir) the version is the parent's rows + the new rows whose key is not
+    published yet (see the module docstring). Any failure leaves no vN and no temp dir.
     """
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_builds(dataset_dir)
 
-    new = _dedupe(_as_part_table(table))
-    new = new.sort_by([("prompt_index", "ascending"), ("sample_index", "ascending")])
     parent_manifest: dict[str, Any] | None = None
-    skipped = 0
     if parent is not None:
         parent = Path(parent)
         problems = verify_files(parent)
         if problems:
             raise VersionError(f"parent version {parent} fails its manifest check: {problems[:5]}")
         parent_manifest = load_manifest(parent)
-        old = _as_part_table(read_version_table(parent, "all"))
-        published = pc.is_in(_keys(new), value_set=_keys(old)) if new.num_rows else pa.array([], pa.bool_())
-        skipped = int(pc.sum(pc.cast(published, pa.int64())).as_py() or 0)
-        new = new.filter(pc.invert(published))
-        new_ids = pc.unique(new["prompt_id"])
-        old_ids = pa.concat_arrays(old["prompt_id"].chunks) if old.num_rows else pa.array([], pa.string())
-        seen = pc.sum(pc.cast(pc.is_in(new_ids, value_set=old_ids), pa.int64())).as_py() or 0
-        added_prompts = len(new_ids) - int(seen)
-        combined = pa.concat_tables([old, new])
-    else:
-        added_prompts = len(pc.unique(new["prompt_id"]))
-        combined = new
-
-    all_table = _with_pass_rate(combined)
+    new = run_chunks(rows) if isinstance(rows, RunDir) else table_chunks(rows)
+    scanned = scan_rows(new, version_chunks(parent) if parent is not None else [], verifier_names(info))
+    added_prompts, added_rows = scanned.added_prompts, scanned.added_rows
     change = {
         "created_at": now_utc(),
         "parent": parent_manifest.get("version") if parent_manifest else None,
         "added_prompts": added_prompts,
-        "added_rows": new.num_rows,
-        "skipped_published_rows": skipped,
-        "message": (f"added {added_prompts} prompts, {new.num_rows} rows" if parent_manifest
-                    else f"first version: {added_prompts} prompts, {new.num_rows} rows"),
+        "added_rows": added_rows,
+        "skipped_published_rows": scanned.skipped_published_rows,
+        "message": (f"added {added_prompts} prompts, {added_rows} rows" if parent_manifest
+                    else f"first version: {added_prompts} prompts, {added_rows} rows"),
     }
 
     tmp = dataset_dir / f"{BUILD_PREFIX}{_HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        files = (_write_config(tmp, "default", _default_rows(all_table))
-                 + _write_config(tmp, "all", all_table))
-        stats = table_stats(all_table, verifier_names(info))
-        base = base_manifest(dataset_dir.name, info, stats, files, parent_manifest, change)
+        files = _write_config(tmp, "default", scanned) + _write_config(tmp, "all", scanned)
+        base = base_manifest(dataset_dir.name, info, scanned.summary(), files, parent_manifest, change)
         target = _claim(tmp, dataset_dir, base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

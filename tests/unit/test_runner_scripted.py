@@ -85,6 +85,17 @@ def test_resume_skips_committed_shards(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)) == 24  # none lost, none twice
 
 
+def test_version_build_reads_the_run_a_part_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver hands the run itself to the builder. Reading it into one table first made the
+    driver's memory grow with the prompt set (BENCHMARKS.md, driver memory)."""
+    def whole_run(self: RunDir) -> None:
+        raise AssertionError("the version build read the whole run into memory")
+
+    monkeypatch.setattr(RunDir, "read_table", whole_run)
+    r = generate(_cfg(tmp_path))
+    assert r.manifest["configs"]["all"]["rows"] == 24 and r.manifest["configs"]["default"]["rows"] == 11
+
+
 @pytest.mark.parametrize("death", ["!dead", "!exit"])  # engine raises / replica process dies
 def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path, death: str) -> None:
     """A dead engine is replaced; the prompt that keeps killing it is isolated, set aside with a
