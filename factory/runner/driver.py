@@ -74,6 +74,10 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
         else:
             teacher_info, verifiers_info = meta.get("teacher", {}), meta.get("verifiers", [])
         info = _manifest_info(cfg, prompt_set, teacher_info, verifiers_info, stats, run_path, prefiltered)
+        # Every prompt is in a committed part now. Drop the prompt list, the biggest thing the driver
+        # holds (~1.6 KB a prompt), so that the build reuses its memory instead of adding to it.
+        del prompts, shards, todo
+        prompt_set.prompts.clear()
         # The run itself, not run.read_table(): the build reads one part at a time.
         version_dir = build_version(dataset_dir, run, info, parent=parent)
         mark_published(run_path, version_dir.name)
