@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, ROOT, record  # noqa: E402
 
 # Growth of the driver's peak RSS allowed per 1,000 more prompts, from 2,000 to 20,000 prompts
-# (n=4, scripted engine; BENCHMARKS.md, driver memory). Measured 5.1: the prompt set (~1.6 KB a
+# (n=4, scripted engine; BENCHMARKS.md, driver memory). Measured 4.5-4.9: the prompt set (~1.6 KB a
 # prompt), plus the version build's row groups, which grow to their 32 MiB cap in this step and no
 # further. Reading the whole run into one table, as the build once did, measured 14.2.
 BOUND_MB_PER_1K = 6.0
