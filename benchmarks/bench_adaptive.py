@@ -53,9 +53,12 @@ def main() -> int:
     saving = 1 - tpa_on / tpa_off
     print(f"n={args.n}, all samples:        {tok_off} tokens, {acc_off} accepted, {tpa_off:.1f} tokens/accepted")
     print(f"stop_after_accepted={args.k}:      {tok_on} tokens, {acc_on} accepted, {tpa_on:.1f} tokens/accepted")
-    print(f"saving in tokens per accepted trace: {100 * saving:.1f}%  (total tokens -{100 * (1 - tok_on / tok_off):.1f}%)")
-    print(f"solved prompts: {solved_off} vs {solved_on}; tokens per solved prompt {tok_off / max(solved_off, 1):.1f} "
-          f"vs {tok_on / max(solved_on, 1):.1f}")
+    tps_off, tps_on = tok_off / max(solved_off, 1), tok_on / max(solved_on, 1)
+    # Signed changes, so that a cost is never printed as a saving: k=1 stops easy prompts at one
+    # trace, which can raise tokens per accepted trace while it lowers tokens per solved prompt.
+    print(f"tokens per accepted trace: {_change(tpa_off, tpa_on)}; total tokens: {_change(tok_off, tok_on)}")
+    print(f"solved prompts: {solved_off} vs {solved_on}; tokens per solved prompt {tps_off:.1f} vs {tps_on:.1f} "
+          f"({_change(tps_off, tps_on)})")
     record({"bench": "adaptive_sampling", "prompts": args.prompts, "n": args.n, "k": args.k,
             "tokens_off": tok_off, "accepted_off": acc_off, "tokens_per_accepted_off": round(tpa_off, 2),
             "tokens_on": tok_on, "accepted_on": acc_on, "tokens_per_accepted_on": round(tpa_on, 2),
@@ -63,6 +66,10 @@ def main() -> int:
             "tokens_per_solved_off": round(tok_off / max(solved_off, 1), 2),
             "tokens_per_solved_on": round(tok_on / max(solved_on, 1), 2)})
     return 0
+
+
+def _change(before: float, after: float) -> str:
+    return f"{100 * (after / before - 1):+.1f}% with adaptive sampling" if before else "n/a"
 
 
 if __name__ == "__main__":
