@@ -208,9 +208,9 @@ def resolve_dtype(dtype: str, gpu: bool) -> str:
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
-def cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()
     except OSError:  # not Linux: no way to tell; float32 is never the slow path
         return False

@@ -33,10 +33,20 @@ def test_auto_dtype_on_gpu_is_left_to_vllm_and_explicit_dtypes_pass(monkeypatch:
     assert vllm_engine.resolve_dtype("float16", gpu=True) == "float16"
 
 
-def test_native_bf16_is_read_from_this_machines_cpu_flags() -> None:
-    with open("/proc/cpuinfo") as f:
-        flags = next(line for line in f if line.startswith("flags")).split()
-    assert vllm_engine.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse2 avx2 fma", False),                     # AVX2 EPYC: bf16 would be the slow path
+    ("fpu avx2 avx512f avx512bw avx512_vnni", False),  # AVX-512 without its bf16 extension
+    ("fpu avx2 avx512f avx512_bf16", True),            # Cooper Lake, Zen 4
+    ("fpu avx2 amx_tile amx_bf16", True),              # Sapphire Rapids
+])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path, flags: str, native: bool) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert vllm_engine.cpu_has_native_bf16(str(info)) is native
+
+
+def test_no_cpuinfo_means_float32() -> None:
+    assert vllm_engine.cpu_has_native_bf16("/nonexistent/cpuinfo") is False
 
 
 def test_default_config_asks_for_auto() -> None:
