@@ -1,6 +1,6 @@
 """Saturation: factory generate's output tokens/s against raw vLLM's, in one run.
 
-    python benchmarks/bench_throughput.py [--prompts 64] [--n 2] [--max-tokens 128] [--set KEY=VALUE ...]
+    python benchmarks/bench_throughput.py [--prompts 64] [--n 2] [--max-tokens 128] [--repeat 2] [--set KEY=VALUE ...]
 
 Both sides: the same model, prompts, chat template, sampling parameters and engine settings, and
 `ignore_eos` so every request generates exactly max_tokens (equal work). (a) is raw
@@ -8,10 +8,15 @@ Both sides: the same model, prompts, chat template, sampling parameters and engi
 Ray replica, async engine, verification and durable Parquet writes; its clock runs from the first
 request sent to the last part committed. Engine start-up is reported apart for both.
 
+Each factory run is bracketed by two raw runs (raw, factory, raw, factory, ..., raw) and its ratio
+is taken against their mean: a shared machine's speed drifts by several percent within minutes
+(raw alone moved from 384 to 340 tokens/s in 25 minutes on the 2-core machine), more than the
+effect being measured. The median of the `--repeat` ratios is the figure; their range is printed.
+
 A control, (c): raw vLLM again with an idle local Ray beside it (benchmarks/idle_ray.py, started
-as factory starts it). b/c is what factory itself costs; c/a is what Ray's own daemons cost the
-engine on this machine (on a small CPU machine they share the engine's cores; `--no-control`
-skips it).
+as factory starts it), after each factory run and bracketed the same way. b/c is what factory
+itself costs; c/a is what Ray's own daemons cost the engine on this machine (on a small CPU
+machine they share the engine's cores; `--no-control` skips it).
 
 GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 --set teacher.engine_kwargs={load_format: dummy}` with the shapes from shared/gpu/make_models.py.
@@ -44,12 +49,24 @@ def raw_beside_idle_ray(raw_cmd: list[str], config: str) -> dict:
             holder.kill()
 
 
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def bracketed(values: list[float], raws: list[float]) -> list[float]:
+    """values[i] over the mean of the raw runs just before and just after it."""
+    return [v / ((raws[i] + raws[i + 1]) / 2) for i, v in enumerate(values)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=2, help="factory runs, each between two raw runs")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--no-control", action="store_true", help="skip (c), raw vLLM beside an idle Ray")
     args = ap.parse_args()
@@ -59,32 +76,45 @@ def main() -> int:
     raw_cmd = [sys.executable, "benchmarks/raw_vllm.py", "--config", args.config]
     for s in shared:
         raw_cmd += ["--set", s]
-    raw = json_lines(run(raw_cmd).stdout)[-1]
-    m = factory_generate(args.config, shared, "bench-throughput")
-    control = None if args.no_control else raw_beside_idle_ray(raw_cmd, args.config)
-    st = m["run_stats"]
-    ratio = st["tokens_per_s"] / raw["tokens_per_s"]
-    print(f"raw vLLM        {raw['tokens_per_s']:10.1f} output tok/s  ({raw['tokens_out']} tokens, "
+    raws = [json_lines(run(raw_cmd).stdout)[-1]]
+    runs, controls, teacher = [], [], {}
+    for i in range(args.repeat):
+        manifest = factory_generate(args.config, shared, "bench-throughput")
+        runs.append(manifest["run_stats"])
+        teacher = manifest["teacher"]
+        if not args.no_control:
+            controls.append(raw_beside_idle_ray(raw_cmd, args.config))
+        raws.append(json_lines(run(raw_cmd).stdout)[-1])
+        print(f"[{i + 1}/{args.repeat}] raw {raws[i]['tokens_per_s']:.1f} -> factory {runs[i]['tokens_per_s']:.1f}"
+              + (f" (raw beside idle Ray {controls[i]['tokens_per_s']:.1f})" if controls else "")
+              + f" -> raw {raws[i + 1]['tokens_per_s']:.1f} output tok/s", flush=True)
+
+    raw_tps = [r["tokens_per_s"] for r in raws]
+    ratios = bracketed([st["tokens_per_s"] for st in runs], raw_tps)
+    ratio, st, raw = median(ratios), runs[-1], raws[-1]
+    print(f"raw vLLM        {median(raw_tps):10.1f} output tok/s  (median of {len(raws)}; {raw['tokens_out']} tokens, "
           f"{raw['generation_s']:.1f} s; engine ready {raw['engine_ready_s']:.1f} s)")
-    print(f"factory generate{st['tokens_per_s']:10.1f} output tok/s  ({st['tokens_out']} tokens, "
-          f"{st['generation_s']:.1f} s; engine ready {st['engine_ready_s']:.1f} s, "
+    print(f"factory generate{median([r['tokens_per_s'] for r in runs]):10.1f} output tok/s  (median of {len(runs)}; "
+          f"{st['tokens_out']} tokens, {st['generation_s']:.1f} s; engine ready {st['engine_ready_s']:.1f} s, "
           f"first verified trace {st.get('first_verified_s')} s, first accepted {st['first_accept_s']} s; "
           f"tail after the last completion {st.get('tail_s')} s)")
-    print(f"ratio factory/raw = {ratio:.3f}")
+    print(f"ratio factory/raw = {ratio:.3f}  (median of {len(ratios)}, each against the raw runs around it; "
+          f"range {min(ratios):.3f}-{max(ratios):.3f})")
     extra = {}
-    if control:
-        own, ray_cost = st["tokens_per_s"] / control["tokens_per_s"], control["tokens_per_s"] / raw["tokens_per_s"]
-        print(f"raw vLLM beside an idle local Ray {control['tokens_per_s']:.1f} output tok/s: "
-              f"factory/that = {own:.3f} (factory's own cost), that/raw = {ray_cost:.3f} (Ray's daemons)")
-        extra = {"raw_beside_ray_tokens_per_s": control["tokens_per_s"], "ratio_vs_raw_beside_ray": round(own, 4),
-                 "ray_daemons_ratio": round(ray_cost, 4)}
+    if controls:
+        ray_costs = bracketed([c["tokens_per_s"] for c in controls], raw_tps)
+        own = [r["tokens_per_s"] / c["tokens_per_s"] for r, c in zip(runs, controls)]
+        print(f"raw vLLM beside an idle local Ray: that/raw = {median(ray_costs):.3f} (Ray's daemons; range "
+              f"{min(ray_costs):.3f}-{max(ray_costs):.3f}), factory/that = {median(own):.3f} (factory's own cost)")
+        extra = {"raw_beside_ray_tokens_per_s": [c["tokens_per_s"] for c in controls],
+                 "ratio_vs_raw_beside_ray": round(median(own), 4), "ray_daemons_ratio": round(median(ray_costs), 4)}
     record({"bench": "throughput", "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,
-            "raw_tokens_per_s": raw["tokens_per_s"], "factory_tokens_per_s": st["tokens_per_s"],
-            "ratio": round(ratio, 4), "raw_engine_ready_s": raw["engine_ready_s"],
-            "factory_engine_ready_s": st["engine_ready_s"], "factory_first_accept_s": st["first_accept_s"],
-            "factory_first_verified_s": st.get("first_verified_s"), "factory_tail_s": st.get("tail_s"),
-            "device": m["teacher"].get("device"), "dtype": m["teacher"].get("dtype"), "overrides": args.overrides,
-            **extra})
+            "raw_tokens_per_s": raw_tps, "factory_tokens_per_s": [r["tokens_per_s"] for r in runs],
+            "ratio": round(ratio, 4), "ratios": [round(r, 4) for r in ratios],
+            "raw_engine_ready_s": raw["engine_ready_s"], "factory_engine_ready_s": st["engine_ready_s"],
+            "factory_first_accept_s": st["first_accept_s"], "factory_first_verified_s": st.get("first_verified_s"),
+            "factory_tail_s": st.get("tail_s"), "device": teacher.get("device"), "dtype": teacher.get("dtype"),
+            "overrides": args.overrides, **extra})
     return 0
 
 
