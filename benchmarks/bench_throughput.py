@@ -25,28 +25,17 @@ GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, factory_generate, json_lines, record, run  # noqa: E402
+from common import factory_generate, idle_local_ray, json_lines, record, run  # noqa: E402
 
 
 def raw_beside_idle_ray(raw_cmd: list[str], config: str) -> dict:
     """Raw vLLM while a local Ray, started as factory starts it, sits idle beside it."""
-    holder = subprocess.Popen([sys.executable, "benchmarks/idle_ray.py", "--config", config], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        if holder.stdout.readline().strip() != "ready":
-            raise SystemExit("benchmarks/idle_ray.py did not start a local Ray")
+    with idle_local_ray(config):
         return json_lines(run(raw_cmd).stdout)[-1]
-    finally:
-        holder.stdin.close()  # it shuts its Ray down and exits
-        try:
-            holder.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            holder.kill()
 
 
 def median(xs: list[float]) -> float:

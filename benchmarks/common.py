@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,20 @@ def record(result: dict[str, Any]) -> None:
     print(line, flush=True)
     with (BENCH_DIR / "results.jsonl").open("a") as f:
         f.write(line + "\n")
+
+
+@contextmanager
+def idle_local_ray(config: str) -> Iterator[None]:
+    """A local Ray, started as `factory generate` starts one, held idle for the block's duration."""
+    holder = subprocess.Popen([sys.executable, "benchmarks/idle_ray.py", "--config", config], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        if holder.stdout.readline().strip() != "ready":
+            raise SystemExit("benchmarks/idle_ray.py did not start a local Ray")
+        yield
+    finally:
+        holder.stdin.close()  # it shuts its Ray down and exits
+        try:
+            holder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            holder.kill()

@@ -16,6 +16,7 @@ STEPS = [
     ["bench_verify.py"],
     ["bench_sandbox.py"],
     ["bench_memory.py"],
+    ["ray_wakeups.py"],
 ]
 
 
