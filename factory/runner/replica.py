@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from factory.runner.group_guard import arm_group_guard
 from factory.types import Completion, Prompt
 
 
@@ -18,6 +19,7 @@ class EngineReplica:
         from factory.engines import ENGINES
 
         self._engine = ENGINES.get(engine)(teacher, sampling)
+        self._guard = arm_group_guard() if _inside_ray_actor() else None
 
     async def start(self) -> dict[str, Any]:
         await self._engine.start()
@@ -43,3 +45,16 @@ class EngineReplica:
 
     async def shutdown(self) -> None:
         await self._engine.shutdown()
+        if self._guard is not None:
+            self._guard.disarm()
+            self._guard = None
+
+
+def _inside_ray_actor() -> bool:
+    """The guard belongs to a replica actor's own process, never to a test or driver using the class."""
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    except Exception:
+        return False

@@ -97,6 +97,12 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
     proc.wait()
     _reap_ray()
+    # Ray's workers lead groups of their own, out of the driver's reach, and `ray stop` kills Ray's
+    # processes, not vLLM's: the replica's group guard must take its engine core and workers down.
+    deadline = time.monotonic() + 30
+    while _vllm_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _vllm_processes(), "the killed run's vLLM engine outlived it"
     run_dir = next(d for d in runs.glob("*") if d.name != first)
     committed = {p.name: p.read_bytes() for p in (run_dir / "parts").glob("shard-*.parquet")}
     assert committed
@@ -115,6 +121,19 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
 
 def _first_run(store: Path) -> str:
     return json.loads((store / "it" / "v1" / "manifest.json").read_text())["run_id"]
+
+
+def _vllm_processes() -> list[int]:
+    """Live processes named as vLLM names its engine core and workers."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "cmdline").read_bytes().startswith(b"VLLM::") \
+                    and (p / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(p.name))
+        except OSError:
+            continue
+    return pids
 
 
 def _reap_ray() -> None:

@@ -1,0 +1,83 @@
+"""The group guard takes a replica's engine processes down with it, however the replica dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from factory.runner.group_guard import arm_group_guard
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Stands in for a replica actor: leads its own group (as Ray starts workers), arms the guard, starts
+# a long-lived child (as vLLM starts its engine core), prints that child's pid, then waits.
+_REPLICA = """
+import subprocess, sys, time
+from factory.runner.group_guard import arm_group_guard
+guard = arm_group_guard()
+assert guard is not None
+engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(engine.pid, flush=True)
+if sys.argv[1] == "disarm":
+    guard.disarm()
+    print("disarmed", flush=True)
+time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _replica(mode: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", _REPLICA, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return proc, int(proc.stdout.readline())
+
+
+def test_a_sigkilled_replica_takes_its_engine_processes_with_it() -> None:
+    proc, engine = _replica("armed")
+    try:
+        assert _alive(engine)
+        os.kill(proc.pid, signal.SIGKILL)  # nothing in the replica runs after this
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _alive(engine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(engine), "the engine process outlived its replica"
+    finally:
+        for pid in (proc.pid, engine):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_disarmed_guard_kills_nothing() -> None:
+    proc, engine = _replica("disarm")
+    try:
+        assert proc.stdout.readline().strip() == "disarmed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(1)
+        assert _alive(engine), "a disarmed guard fired"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_no_guard_where_the_process_does_not_lead_its_group() -> None:
+    # pytest shares its group with whatever started it: arming here could kill that.
+    if os.getpgid(0) == os.getpid():
+        out = subprocess.run([sys.executable, "-c", "from factory.runner.group_guard import arm_group_guard;"
+                              "print(arm_group_guard())"], cwd=ROOT, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert out.stdout.strip() == "None"
+    else:
+        assert arm_group_guard() is None
