@@ -20,6 +20,7 @@ from math_verify import parse, verify
 
 from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA
 from factory.store.version import list_versions, verify_files
+from tests.procs import alive, pids_named
 
 from .conftest import ROOT, factory_cmd, run_factory
 
@@ -100,9 +101,9 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     # Ray's workers lead groups of their own, out of the driver's reach, and `ray stop` kills Ray's
     # processes, not vLLM's: the replica's group guard must take its engine core and workers down.
     deadline = time.monotonic() + 30
-    while _vllm_processes() and time.monotonic() < deadline:
+    while any(alive(p) for p in pids_named("VLLM::")) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _vllm_processes(), "the killed run's vLLM engine outlived it"
+    assert not [p for p in pids_named("VLLM::") if alive(p)], "the killed run's vLLM engine outlived it"
     run_dir = next(d for d in runs.glob("*") if d.name != first)
     committed = {p.name: p.read_bytes() for p in (run_dir / "parts").glob("shard-*.parquet")}
     assert committed
@@ -121,19 +122,6 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
 
 def _first_run(store: Path) -> str:
     return json.loads((store / "it" / "v1" / "manifest.json").read_text())["run_id"]
-
-
-def _vllm_processes() -> list[int]:
-    """Live processes named as vLLM names its engine core and workers."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        try:
-            if p.name.isdigit() and (p / "cmdline").read_bytes().startswith(b"VLLM::") \
-                    and (p / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                pids.append(int(p.name))
-        except OSError:
-            continue
-    return pids
 
 
 def _reap_ray() -> None:

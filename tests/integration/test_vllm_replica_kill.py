@@ -24,6 +24,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.procs import alive, pids_named
+
 from .conftest import ROOT, factory_cmd
 
 pytestmark = pytest.mark.integration
@@ -31,19 +33,6 @@ pytestmark = pytest.mark.integration
 PROMPTS, SAMPLES, SHARD = 8, 2, 2
 EXTRA = (f"source.limit={PROMPTS}", f"run.shard_size={SHARD}", f"teacher.max_num_seqs={SHARD * SAMPLES}",
          "run.inflight_factor=1.0")
-
-
-def _procs(title: str) -> list[int]:
-    """Pids whose command line starts with `title` (Ray and vLLM name their processes so)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "cmdline").read_bytes().startswith(title.encode()):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
 
 
 def _parts(store: Path) -> dict[str, bytes]:
@@ -58,13 +47,6 @@ def _wait(cond, proc: subprocess.Popen, what: str, timeout_s: float = 600) -> No
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_killed_replica_process_and_dead_engine_are_replaced(tmp_path: Path) -> None:
     store = tmp_path / "store"
     log = tmp_path / "generate.log"
@@ -74,15 +56,15 @@ def test_killed_replica_process_and_dead_engine_are_replaced(tmp_path: Path) -> 
     try:
         # 1. The replica's actor process, once a part is committed.
         _wait(lambda: len(_parts(store)) >= 1, proc, "the first part was committed")
-        actors = _procs("ray::EngineReplica")
+        actors = pids_named("ray::EngineReplica")
         assert len(actors) == 1, actors
         before_first = _parts(store)
         os.kill(actors[0], signal.SIGKILL)
 
         # 2. The replacement's engine core, once the replacement has committed a part of its own.
         _wait(lambda: len(_parts(store)) > len(before_first) and any(
-            p != actors[0] for p in _procs("ray::EngineReplica")), proc, "the replacement committed a part")
-        cores = _procs("VLLM::EngineCore")
+            p != actors[0] for p in pids_named("ray::EngineReplica")), proc, "the replacement committed a part")
+        cores = pids_named("VLLM::EngineCore")
         assert len(cores) == 1, cores  # the killed actor's engine went with it
         before_second = _parts(store)
         os.kill(cores[0], signal.SIGKILL)
@@ -107,6 +89,6 @@ def test_killed_replica_process_and_dead_engine_are_replaced(tmp_path: Path) -> 
     assert {n: after[n] for n in before_second} == before_second
     # The driver stopped its replicas and Ray on exit: no engine of any replica outlives the run.
     deadline = time.monotonic() + 30
-    while any(_alive(p) for p in _procs("VLLM::") + _procs("ray::EngineReplica")) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids_named("VLLM::") + pids_named("ray::EngineReplica")) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not [p for p in _procs("VLLM::") + _procs("ray::EngineReplica") if _alive(p)]
+    assert not [p for p in pids_named("VLLM::") + pids_named("ray::EngineReplica") if alive(p)]

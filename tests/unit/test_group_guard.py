@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from factory.runner.group_guard import arm_group_guard
+from tests.procs import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +30,6 @@ time.sleep(300)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _replica(mode: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-c", _REPLICA, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -45,13 +39,13 @@ def _replica(mode: str) -> tuple[subprocess.Popen, int]:
 def test_a_sigkilled_replica_takes_its_engine_processes_with_it() -> None:
     proc, engine = _replica("armed")
     try:
-        assert _alive(engine)
+        assert alive(engine)
         os.kill(proc.pid, signal.SIGKILL)  # nothing in the replica runs after this
         proc.wait()
         deadline = time.monotonic() + 10
-        while _alive(engine) and time.monotonic() < deadline:
+        while alive(engine) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(engine), "the engine process outlived its replica"
+        assert not alive(engine), "the engine process outlived its replica"
     finally:
         for pid in (proc.pid, engine):
             try:
@@ -67,7 +61,7 @@ def test_a_disarmed_guard_kills_nothing() -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         time.sleep(1)
-        assert _alive(engine), "a disarmed guard fired"
+        assert alive(engine), "a disarmed guard fired"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
 
