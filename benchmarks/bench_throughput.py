@@ -4,19 +4,20 @@
 
 Both sides: the same model, prompts, chat template, sampling parameters and engine settings, and
 `ignore_eos` so every request generates exactly max_tokens (equal work). (a) is raw
-`LLM.generate` over the whole list in one call, the ceiling; (b) is `factory generate` end to end:
-Ray replica, async engine, verification and durable Parquet writes; its clock runs from the first
-request sent to the last part committed. Engine start-up is reported apart for both.
+`LLM.generate` over the whole list in one call, the ceiling; (b) is `factory generate` end to end
+as configured (on a CPU machine: the local backend, one replica in the driver's process), async
+engine, verification and durable Parquet writes; its clock runs from the first request sent to
+the last part committed. Engine start-up is reported apart for both.
 
 Each factory run is bracketed by two raw runs (raw, factory, raw, factory, ..., raw) and its ratio
 is taken against their mean: a shared machine's speed drifts by several percent within minutes
 (raw alone moved from 384 to 340 tokens/s in 25 minutes on the 2-core machine), more than the
 effect being measured. The median of the `--repeat` ratios is the figure; their range is printed.
 
-A control, (c): raw vLLM again with an idle local Ray beside it (benchmarks/idle_ray.py, started
-as factory starts it), after each factory run and bracketed the same way. b/c is what factory
-itself costs; c/a is what Ray's own daemons cost the engine on this machine (on a small CPU
-machine they share the engine's cores; `--no-control` skips it).
+A control, (c): `factory generate` again on the Ray backend (`run.backend=ray`: the replica is a
+Ray actor, as on a cluster), after each factory run and bracketed the same way. c/a is the ratio a
+Ray run gets on this machine; on a small CPU machine Ray's own daemons share the engine's cores
+(benchmarks/ray_wakeups.py measures them). `--no-control` skips it.
 
 GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 --set teacher.engine_kwargs={load_format: dummy}` with the shapes from shared/gpu/make_models.py.
@@ -29,13 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import factory_generate, idle_local_ray, json_lines, record, run  # noqa: E402
-
-
-def raw_beside_idle_ray(raw_cmd: list[str], config: str) -> dict:
-    """Raw vLLM while a local Ray, started as factory starts it, sits idle beside it."""
-    with idle_local_ray(config):
-        return json_lines(run(raw_cmd).stdout)[-1]
+from common import factory_generate, json_lines, record, run  # noqa: E402
 
 
 def median(xs: list[float]) -> float:
@@ -57,7 +52,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2, help="factory runs, each between two raw runs")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--no-control", action="store_true", help="skip (c), raw vLLM beside an idle Ray")
+    ap.add_argument("--no-control", action="store_true", help="skip (c), factory generate on the Ray backend")
     args = ap.parse_args()
     shared = [f"source.limit={args.prompts}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
               "sampling.ignore_eos=true", *args.overrides]
@@ -72,18 +67,21 @@ def main() -> int:
         runs.append(manifest["run_stats"])
         teacher = manifest["teacher"]
         if not args.no_control:
-            controls.append(raw_beside_idle_ray(raw_cmd, args.config))
+            controls.append(factory_generate(args.config, [*shared, "run.backend=ray"], "bench-throughput-ray")
+                            ["run_stats"])
         raws.append(json_lines(run(raw_cmd).stdout)[-1])
         print(f"[{i + 1}/{args.repeat}] raw {raws[i]['tokens_per_s']:.1f} -> factory {runs[i]['tokens_per_s']:.1f}"
-              + (f" (raw beside idle Ray {controls[i]['tokens_per_s']:.1f})" if controls else "")
+              + (f" (factory on Ray {controls[i]['tokens_per_s']:.1f})" if controls else "")
               + f" -> raw {raws[i + 1]['tokens_per_s']:.1f} output tok/s", flush=True)
 
     raw_tps = [r["tokens_per_s"] for r in raws]
     ratios = bracketed([st["tokens_per_s"] for st in runs], raw_tps)
     ratio, st, raw = median(ratios), runs[-1], raws[-1]
+    backend = teacher.get("backend", "ray")
     print(f"raw vLLM        {median(raw_tps):10.1f} output tok/s  (median of {len(raws)}; {raw['tokens_out']} tokens, "
           f"{raw['generation_s']:.1f} s; engine ready {raw['engine_ready_s']:.1f} s)")
-    print(f"factory generate{median([r['tokens_per_s'] for r in runs]):10.1f} output tok/s  (median of {len(runs)}; "
+    print(f"factory generate{median([r['tokens_per_s'] for r in runs]):10.1f} output tok/s  ({backend} backend; "
+          f"median of {len(runs)}; "
           f"{st['tokens_out']} tokens, {st['generation_s']:.1f} s; engine ready {st['engine_ready_s']:.1f} s, "
           f"first verified trace {st.get('first_verified_s')} s, first accepted {st['first_accept_s']} s; "
           f"tail after the last completion {st.get('tail_s')} s)")
@@ -91,18 +89,20 @@ def main() -> int:
           f"range {min(ratios):.3f}-{max(ratios):.3f})")
     extra = {}
     if controls:
-        ray_costs = bracketed([c["tokens_per_s"] for c in controls], raw_tps)
-        own = [r["tokens_per_s"] / c["tokens_per_s"] for r, c in zip(runs, controls)]
-        print(f"raw vLLM beside an idle local Ray: that/raw = {median(ray_costs):.3f} (Ray's daemons; range "
-              f"{min(ray_costs):.3f}-{max(ray_costs):.3f}), factory/that = {median(own):.3f} (factory's own cost)")
-        extra = {"raw_beside_ray_tokens_per_s": [c["tokens_per_s"] for c in controls],
-                 "ratio_vs_raw_beside_ray": round(median(own), 4), "ray_daemons_ratio": round(median(ray_costs), 4)}
+        on_ray = bracketed([c["tokens_per_s"] for c in controls], raw_tps)
+        vs = [r["tokens_per_s"] / c["tokens_per_s"] for r, c in zip(runs, controls)]
+        print(f"factory on the Ray backend: ratio {median(on_ray):.3f} (range {min(on_ray):.3f}-{max(on_ray):.3f}; "
+              f"engine ready {controls[-1]['engine_ready_s']:.1f} s); {backend} backend / Ray backend = {median(vs):.3f}")
+        extra = {"ray_backend_tokens_per_s": [c["tokens_per_s"] for c in controls],
+                 "ray_backend_ratio": round(median(on_ray), 4), "ray_backend_ratios": [round(r, 4) for r in on_ray],
+                 "backend_vs_ray_backend": round(median(vs), 4)}
     record({"bench": "throughput", "prompts": args.prompts, "n": args.n, "max_tokens": args.max_tokens,
             "raw_tokens_per_s": raw_tps, "factory_tokens_per_s": [r["tokens_per_s"] for r in runs],
             "ratio": round(ratio, 4), "ratios": [round(r, 4) for r in ratios],
             "raw_engine_ready_s": raw["engine_ready_s"], "factory_engine_ready_s": st["engine_ready_s"],
             "factory_first_accept_s": st["first_accept_s"], "factory_first_verified_s": st.get("first_verified_s"),
             "factory_tail_s": st.get("tail_s"), "device": teacher.get("device"), "dtype": teacher.get("dtype"),
+            "backend": backend,
             "overrides": args.overrides, **extra})
     return 0
 

@@ -138,6 +138,10 @@ class RunConfig(Section):
     inflight_factor: float = Field(default=2.0, ge=1.0)
     verify_workers: int | Literal["auto"] = "auto"
     ray_address: str | None = None  # default: $RAY_ADDRESS, else a local Ray instance
+    # Where replicas run. ray: Ray actors (any node, GPUs, placement groups). local: one replica in
+    # this process, no Ray; faster on a small CPU machine, where Ray's own wakeups cost the engine
+    # ~7%. auto: local for one replica on a machine without a GPU and no Ray address; else ray.
+    backend: Literal["auto", "ray", "local"] = "auto"
     # A shard whose replica died more often than this has its prompts run one at a time, alone on
     # a replica; a prompt that still kills the engine more than max_prompt_retries times is set
     # aside (rows with reason engine:engine_crash) and the run completes.
@@ -239,7 +243,7 @@ class Config(Section):
 
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""
-        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "placement_timeout_s"},
+        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s"},
                                                      "output": True, "publish": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory.config import Config
 from factory.errors import UserError
@@ -20,6 +20,9 @@ from factory.runner.runstate import mark_published, open_run, read_run_json, wri
 from factory.runner.shards import Shard, make_shards
 from factory.sources import PromptSet, load_prompts
 from factory.types import Prompt
+
+if TYPE_CHECKING:
+    from factory.runner.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -139,39 +142,20 @@ def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], 
 
 
 def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from factory.runner import placement
-    from factory.runner.cluster import connect, plan_replicas
-    from factory.runner.replica import EngineReplica
-    from factory.runner.scheduler import Replica, Scheduler
+    from factory.runner.backend import Replica, open_backend
+    from factory.runner.scheduler import Scheduler
     from factory.runner.verify import VerifyStage
 
-    ray = connect(cfg)
-    plan = plan_replicas(cfg)
-    actor_cls = ray.remote(EngineReplica)
-    teacher, sampling = cfg.teacher.model_dump(mode="json"), cfg.sampling.model_dump(mode="json")
-    opts: dict[str, Any] = {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus, "max_restarts": 0,
-                            "max_concurrency": 10_000}
-    if plan.env:
-        opts["runtime_env"] = {"env_vars": plan.env}
-
-    def spawn() -> Replica:
-        # A multi-GPU replica gets a group of its own; the actor waits in bundle 0 until it is placed.
-        pg = placement.create(plan.placement) if plan.placement else None
-        handle = actor_cls.options(**{**opts, **(placement.actor_options(pg) if pg else {})}).remote(
-            cfg.teacher.engine, teacher, sampling)
-        return Replica(handle, handle.start.remote(), pg)
-
+    backend = open_backend(cfg)
     workers = cfg.run.verify_workers if cfg.run.verify_workers != "auto" else max(1, os.cpu_count() or 1)
     stage = VerifyStage(cfg, workers)  # worker processes start while the engines load
     replicas: list[Replica] = []
     try:
-        replicas.extend(spawn() for _ in range(plan.count))
-        if plan.placement:  # fail with what the cluster has, rather than wait on it forever
-            placement.wait_placed([r.placement_group for r in replicas], plan.placement,
-                                  cfg.run.placement_timeout_s)
+        replicas.extend(backend.spawn() for _ in range(backend.count))
+        backend.wait_placed(replicas)
         with ProgressView(stats, enabled=cfg.run.progress) as view:
-            teacher_info = _wait_ready(ray, replicas, stats)
-            teacher_info["placement"] = plan.placement.describe() if plan.placement else None
+            teacher_info = _wait_ready(backend, replicas, stats)
+            teacher_info["placement"] = backend.placement_info()
             meta = read_run_json(run.path)
             meta.update(teacher=teacher_info, verifiers=stage.describe())
             write_json_atomic(run.path / "run.json", meta)
@@ -180,19 +164,20 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
                 shard.rows.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
                 run.commit_part(shard.shard_id, shard.rows)
 
-            Scheduler(cfg, ray, spawn, replicas, lambda s: stage.rows(s.by_id, s.completions), commit,
+            Scheduler(cfg, backend, replicas, lambda s: stage.rows(s.by_id, s.completions), commit,
                       stats, view).run(todo)
             stats.gen_finished = time.perf_counter()
             view.update()
     finally:
         stage.close()
         for rep in replicas:
-            rep.stop(ray)  # the actor, and its placement group: nothing outlives the run
+            backend.stop(rep)  # the replica, and its placement group: nothing outlives the run
+        backend.close()
     return teacher_info, stage.describe()
 
 
-def _wait_ready(ray: Any, replicas: list[Any], stats: RunStats) -> dict[str, Any]:
-    infos = ray.get([r.ready_ref for r in replicas])
+def _wait_ready(backend: Backend, replicas: list[Any], stats: RunStats) -> dict[str, Any]:
+    infos = [backend.get(r.ready_ref) for r in replicas]
     for r, info in zip(replicas, infos):
         r.info, r.started = info, True
     stats.engine_ready_s = time.perf_counter() - stats.started
@@ -200,6 +185,7 @@ def _wait_ready(ray: Any, replicas: list[Any], stats: RunStats) -> dict[str, Any
     info.pop("pid", None)
     info.pop("placement_group", None)
     info["replicas"] = len(replicas)
+    info["backend"] = backend.name
     info["nodes"] = sorted({i.get("node") for i in infos})
     info["node_ids"] = sorted({i.get("node_id") for i in infos if i.get("node_id")})
     info["placement_groups"] = sorted(i["placement_group"] for i in infos if i.get("placement_group"))

@@ -1,4 +1,6 @@
-"""An engine replica: a Ray actor that builds its engine from plain config inside the worker.
+"""An engine replica: builds its engine from plain config where it runs, and serves calls.
+
+A Ray actor (ray backend) or an object on the driver's engine thread (local backend).
 
 Nothing holding a CUDA context or an engine is ever pickled: the actor receives dicts and returns
 lists of Completions. Async methods let many shards be in flight at once, which keeps the engine's
@@ -8,6 +10,7 @@ own scheduler full while the driver verifies and writes.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from factory.runner.group_guard import arm_group_guard
@@ -26,14 +29,11 @@ class EngineReplica:
         info = self._engine.info()
         info["node"] = os.uname().nodename
         info["pid"] = os.getpid()
-        try:
-            import ray
-
+        ray = _ray_here()
+        if ray is not None:  # else a replica in the driver's process (local backend, tests)
             info["node_id"] = ray.get_runtime_context().get_node_id()
             pg = ray.util.get_current_placement_group()  # what a multi-GPU engine builds its workers in
             info["placement_group"] = pg.id.hex() if pg is not None else None
-        except Exception:  # not inside Ray (direct use in tests)
-            pass
         return info
 
     async def run(self, requests: list[tuple[Prompt, int]]) -> list[Completion]:
@@ -50,11 +50,16 @@ class EngineReplica:
             self._guard = None
 
 
+def _ray_here() -> Any:
+    """The ray module where this process is part of a Ray job; the local backend never imports it."""
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
 def _inside_ray_actor() -> bool:
     """The guard belongs to a replica actor's own process, never to a test or driver using the class."""
+    ray = _ray_here()
     try:
-        import ray
-
-        return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+        return ray is not None and ray.get_runtime_context().get_actor_id() is not None
     except Exception:
         return False

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from factory.config import Config
+from factory.runner.backend import Backend, Replica
 from factory.runner.progress import ProgressView, RunStats
 from factory.runner.shards import Call, Shard, split_by_prompt
 from factory.types import Completion
@@ -29,35 +30,11 @@ from factory.types import Completion
 log = logging.getLogger(__name__)
 
 
-class Replica:
-    def __init__(self, handle: Any, ready_ref: Any, placement_group: Any = None):
-        self.handle = handle
-        self.ready_ref = ready_ref
-        self.placement_group = placement_group  # a multi-GPU replica's own group, removed with it
-        self.info: dict[str, Any] | None = None
-        self.inflight = 0  # requests
-        self.calls = 0
-        self.alone = False  # running an isolated call: nothing else may join it
-        self.progress: tuple[int, int] = (0, 0)  # (requests finished, output tokens) as last polled
-        self.started = False  # its engine is loaded; until then it gets no calls
-
-    def stop(self, ray: Any) -> None:
-        """End the actor and free its GPUs, so that a replacement can be placed; never raises."""
-        try:
-            ray.kill(self.handle)
-        except Exception:
-            pass
-        if self.placement_group is not None:
-            from factory.runner.placement import remove
-
-            remove(self.placement_group)
-
-
 class Scheduler:
-    def __init__(self, cfg: Config, ray: Any, spawn: Callable[[], Replica], replicas: list[Replica],
+    def __init__(self, cfg: Config, backend: Backend, replicas: list[Replica],
                  verify_rows: Callable[[Shard], list[dict[str, Any]]], commit: Callable[[Shard], None],
                  stats: RunStats, view: ProgressView):
-        self.cfg, self.ray, self.spawn, self.replicas = cfg, ray, spawn, replicas
+        self.cfg, self.backend, self.replicas = cfg, backend, replicas
         self.verify_rows, self.commit, self.stats, self.view = verify_rows, commit, stats, view
         s = cfg.sampling
         self.n, self.stop_after = s.n, s.stop_after_accepted
@@ -96,9 +73,9 @@ class Scheduler:
                 if not self.inflight:
                     time.sleep(0.05)
                     continue
-                ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    self._collect(ref)
+                for ref in self.backend.wait(list(self.inflight), timeout=0.5):
+                    if ref in self.inflight:  # else a replica failure before it took its calls back
+                        self._collect(ref)
                 self._poll_progress()
                 self.view.update()
         finally:
@@ -121,14 +98,13 @@ class Scheduler:
         for rep in self.replicas:
             ref = self._progress.get(rep)
             if ref is not None:
-                done, _ = self.ray.wait([ref], timeout=0)
-                if not done:
+                if not self.backend.wait([ref], timeout=0):
                     continue
                 try:
-                    rep.progress = self.ray.get(done[0])
+                    rep.progress = self.backend.get(ref)
                 except Exception:
                     pass
-            self._progress[rep] = rep.handle.progress.remote()
+            self._progress[rep] = self.backend.call(rep, "progress")
         self.stats.live_requests = sum(r.progress[0] for r in self.replicas) + self.stats.retired_requests
         self.stats.live_tokens = sum(r.progress[1] for r in self.replicas) + self.stats.retired_tokens
 
@@ -146,9 +122,8 @@ class Scheduler:
         """A replacement replica joins once its engine is loaded; the others work meanwhile."""
         for rep in self.replicas:
             if not rep.started:
-                done, _ = self.ray.wait([rep.ready_ref], timeout=0)
-                if done:
-                    rep.info = self.ray.get(done[0])  # a replica that cannot start is fatal
+                if self.backend.wait([rep.ready_ref], timeout=0):
+                    rep.info = self.backend.get(rep.ready_ref)  # a replica that cannot start is fatal
                     rep.started = True
 
     def _dispatch(self) -> None:
@@ -162,7 +137,7 @@ class Scheduler:
                 elif rep.calls and rep.inflight >= self.target:
                     break
                 self.calls.popleft()
-                self.inflight[rep.handle.run.remote(call.requests)] = (rep, call)
+                self.inflight[self.backend.call(rep, "run", call.requests)] = (rep, call)
                 rep.inflight += len(call.requests)
                 rep.calls += 1
                 if self.stats.gen_started is None:
@@ -174,8 +149,10 @@ class Scheduler:
         rep.calls -= 1
         rep.alone = False
         try:
-            completions: list[Completion] = self.ray.get(ref)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.RayTaskError) as e:
+            completions: list[Completion] = self.backend.get(ref)
+        except Exception as e:
+            if not self.backend.is_replica_failure(e):
+                raise
             self._replica_failed(rep, call, e)
             return
         self._call_done(call, completions)
@@ -194,12 +171,12 @@ class Scheduler:
         lost = [call] + [c for ref, (r, c) in list(self.inflight.items()) if r is rep]
         for ref in [ref for ref, (r, _) in self.inflight.items() if r is rep]:
             self.inflight.pop(ref)
-        rep.stop(self.ray)
+        self.backend.stop(rep)
         self.replicas.remove(rep)
         self._progress.pop(rep, None)
         self.stats.retired_requests += rep.progress[0]
         self.stats.retired_tokens += rep.progress[1]
-        self.replicas.append(self.spawn())  # starts in the background; see _check_started
+        self.replicas.append(self.backend.spawn())  # starts in the background; see _check_started
         for c in lost:
             self._retry(c, err)
 

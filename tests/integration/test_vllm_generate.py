@@ -78,13 +78,19 @@ def test_default_rows_are_proven_equal(vllm_store: Path) -> None:
 
 
 def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None:
-    """Kill the driver mid-run, run the same command again: the same keys, none twice; v1 untouched."""
+    """Kill the driver mid-run, run the same command again: the same keys, none twice; v1 untouched.
+
+    The killed run has its replica on Ray (a cluster's case: its processes are out of the driver's
+    reach); the resumed one on the local backend, this machine's default: the backend is not part
+    of what decides the data, so the run resumes across it.
+    """
     v1 = vllm_store / "it" / "v1"
     before = {p: p.read_bytes() for p in v1.rglob("*") if p.is_file()}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # More prompts than the first run's, so the kill lands with shards still to do.
     extra = ("source.limit=12",)
-    proc = subprocess.Popen(factory_cmd(vllm_store, *extra), cwd=ROOT, env=env, start_new_session=True,
+    proc = subprocess.Popen(factory_cmd(vllm_store, *extra, "run.backend=ray"), cwd=ROOT, env=env,
+                            start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = vllm_store / "it" / ".runs"
     first = _first_run(vllm_store)
@@ -114,6 +120,7 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
     assert len(keys) == len(set(keys)) == 12 * 2
     assert "resumed" in result.stdout
+    assert json.loads((v2 / "manifest.json").read_text())["teacher"]["backend"] == "local"
     # completed work was not redone: the parts committed before the kill are untouched
     assert {n: (run_dir / "parts" / n).read_bytes() for n in committed} == committed
     assert before == {p: p.read_bytes() for p in v1.rglob("*") if p.is_file()}

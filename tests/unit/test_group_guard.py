@@ -1,4 +1,8 @@
-"""The group guard takes a replica's engine processes down with it, however the replica dies."""
+"""The guards take a replica's engine processes down with it, however the replica dies.
+
+The group guard serves a Ray actor (it leads its own process group); the process guard serves a
+replica in the driver's own process (local backend), which shares its group with its shell.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from factory.runner.group_guard import arm_group_guard
+from factory.runner.group_guard import arm_group_guard, descendants
 from tests.procs import alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # a long-lived child (as vLLM starts its engine core), prints that child's pid, then waits.
 _REPLICA = """
 import subprocess, sys, time
-from factory.runner.group_guard import arm_group_guard
+from factory.runner.group_guard import arm_group_guard, descendants
 guard = arm_group_guard()
 assert guard is not None
 engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
@@ -75,3 +79,74 @@ def test_no_guard_where_the_process_does_not_lead_its_group() -> None:
         assert out.stdout.strip() == "None"
     else:
         assert arm_group_guard() is None
+
+
+# Stands in for a driver running a local replica: arms the process guard, starts a long-lived child
+# (as vLLM starts its engine core) and names it to the guard, prints the child's pid, then waits.
+_DRIVER = """
+import subprocess, sys, time
+from factory.runner.group_guard import arm_process_guard, descendants
+guard = arm_process_guard()
+engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+guard.watch([p for p in descendants() if p != guard.pid])
+print(engine.pid, flush=True)
+if sys.argv[1] == "disarm":
+    guard.disarm()
+    print("disarmed", flush=True)
+time.sleep(300)
+"""
+
+
+def _driver(mode: str) -> tuple[subprocess.Popen, int]:
+    # Not a session of its own: the guard must not rely on leading a group.
+    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return proc, int(proc.stdout.readline())
+
+
+def _kill(*pids: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_sigkilled_driver_takes_its_local_engine_with_it() -> None:
+    proc, engine = _driver("armed")
+    try:
+        assert alive(engine)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while alive(engine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(engine), "the engine process outlived its driver"
+    finally:
+        _kill(proc.pid, engine)
+
+
+def test_a_disarmed_process_guard_kills_nothing() -> None:
+    proc, engine = _driver("disarm")
+    try:
+        assert proc.stdout.readline().strip() == "disarmed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(1)
+        assert alive(engine), "a disarmed guard fired"
+    finally:
+        _kill(proc.pid, engine)
+
+
+def test_descendants_are_found_below_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                              "print(p.pid, flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(child.stdout.readline())
+        found = descendants()
+        assert child.pid in found and grandchild in found
+        assert found.index(child.pid) < found.index(grandchild)
+    finally:
+        _kill(child.pid, grandchild)
+        child.wait()

@@ -101,15 +101,19 @@ def test_version_build_reads_the_run_a_part_at_a_time(tmp_path: Path, monkeypatc
     assert r.manifest["configs"]["all"]["rows"] == 24 and r.manifest["configs"]["default"]["rows"] == 11
 
 
-@pytest.mark.parametrize("death", ["!dead", "!exit"])  # engine raises / replica process dies
-def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path, death: str) -> None:
+# The engine raises (a dead engine core), on either backend; the replica's process dies (an OOM kill,
+# a segfault), which only a Ray actor survives: a local replica is the driver's own process.
+@pytest.mark.parametrize("death,backend", [("!dead", "local"), ("!dead", "ray"), ("!exit", "ray")])
+def test_prompt_that_kills_engines_is_set_aside(tmp_path: Path, death: str, backend: str) -> None:
     """A dead engine is replaced; the prompt that keeps killing it is isolated, set aside with a
     reason, and every other prompt still gets its traces."""
     poison = ROWS[3]["problem"]
     answers = {poison: death}
     cfg = _cfg(tmp_path, teacher={"engine": "scripted", "engine_kwargs": {"answers": answers, "default": "\\boxed{1}"}},
-               run={"shard_size": 5, "progress": False, "max_shard_retries": 1, "max_prompt_retries": 1})
+               run={"shard_size": 5, "progress": False, "max_shard_retries": 1, "max_prompt_retries": 1,
+                    "backend": backend})
     r = generate(cfg)
+    assert r.manifest["teacher"]["backend"] == backend
     rows = datasets.load_dataset(str(r.version_dir), "all", split="train")
     assert len(rows) == 24
     crashed = [x for x in rows if x["reject_reason"] == "engine:engine_crash"]

@@ -1,0 +1,132 @@
+"""Where engine replicas live, and the four verbs the scheduler uses to drive them.
+
+Two backends implement it:
+
+- `ray` (factory/runner/ray_backend.py): each replica is a Ray actor, on any node of a cluster,
+  with its GPUs or placement group. What scheduled runs and multi-GPU machines use.
+- `local` (factory/runner/local_backend.py): one replica in the driver's own process, its engine
+  driven from an event-loop thread (vLLM still runs its engine core as a child process). What a
+  single CPU machine uses: an idle local Ray wakes ~750 times a second, and on a 2-core machine
+  those wakeups cost the engine ~7% of its throughput (BENCHMARKS.md, "Where the gap is").
+
+A call returns a ref; `wait` says which refs are done, `get` returns a done ref's value or raises
+the call's error, and `is_replica_failure` says whether that error means "replace the replica".
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+from factory.config import Config
+from factory.errors import UserError
+
+
+class Replica:
+    def __init__(self, handle: Any, ready_ref: Any, placement_group: Any = None):
+        self.handle = handle
+        self.ready_ref = ready_ref
+        self.placement_group = placement_group  # a multi-GPU replica's own group, removed with it
+        self.info: dict[str, Any] | None = None
+        self.inflight = 0  # requests
+        self.calls = 0
+        self.alone = False  # running an isolated call: nothing else may join it
+        self.progress: tuple[int, int] = (0, 0)  # (requests finished, output tokens) as last polled
+        self.started = False  # its engine is loaded; until then it gets no calls
+
+
+class Backend(ABC):
+    name: str
+    count: int  # replicas to start
+
+    @abstractmethod
+    def spawn(self) -> Replica:
+        """Start one replica; its engine loads in the background (`ready_ref` resolves to its info)."""
+
+    @abstractmethod
+    def call(self, rep: Replica, method: str, *args: Any) -> Any:
+        """Call an EngineReplica method on the replica without waiting; returns a ref."""
+
+    @abstractmethod
+    def wait(self, refs: list[Any], timeout: float) -> list[Any]:
+        """The refs that are done, waiting up to `timeout` seconds for at least one."""
+
+    @abstractmethod
+    def get(self, ref: Any) -> Any:
+        """A done ref's value; raises what the call raised."""
+
+    @abstractmethod
+    def is_replica_failure(self, err: BaseException) -> bool:
+        """Whether a call's error means the replica (or its engine) is gone and must be replaced."""
+
+    @abstractmethod
+    def stop(self, rep: Replica) -> None:
+        """End the replica and free what it held; never raises."""
+
+    def wait_placed(self, replicas: list[Replica]) -> None:
+        """Block until every replica has its resources (multi-GPU placement groups)."""
+
+    def placement_info(self) -> dict[str, Any] | None:
+        """How a replica is laid out, for the manifest."""
+        return None
+
+    def close(self) -> None:
+        """After every replica was stopped."""
+
+
+
+def open_backend(cfg: Config) -> Backend:
+    name = resolve_backend(cfg)
+    if name == "local":
+        from factory.runner.local_backend import LocalBackend
+
+        return LocalBackend(cfg)
+    from factory.runner.ray_backend import RayBackend
+
+    return RayBackend(cfg)
+
+
+def resolve_backend(cfg: Config) -> str:
+    """`auto`: local for one replica on a machine without a GPU and no Ray cluster; else Ray."""
+    choice = cfg.run.backend
+    t = cfg.teacher
+    if choice == "auto":
+        local = (not _ray_address(cfg) and not _ray_running_here() and t.replicas in ("auto", 1)
+                 and t.tensor_parallel_size * t.pipeline_parallel_size == 1 and not _gpu_engine_here(cfg))
+        return "local" if local else "ray"
+    if choice == "local":
+        if t.replicas not in ("auto", 1):
+            raise UserError(f"run.backend=local runs one replica, in this process, but teacher.replicas is "
+                            f"{t.replicas}: set teacher.replicas to 1 (or auto), or run.backend to ray")
+        if t.tensor_parallel_size * t.pipeline_parallel_size > 1:
+            raise UserError("run.backend=local runs a one-GPU (or CPU) replica; a tensor or pipeline "
+                            "parallel teacher needs run.backend=ray (or auto)")
+        if _ray_address(cfg):
+            raise UserError("run.backend=local ignores the Ray cluster that run.ray_address or $RAY_ADDRESS "
+                            "names: unset it, or set run.backend to ray (or auto)")
+    return choice
+
+
+def _ray_address(cfg: Config) -> str | None:
+    return cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+
+
+def _ray_running_here() -> bool:
+    """A program that already called ray.init() gets its replicas in that Ray."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _gpu_engine_here(cfg: Config) -> bool:
+    """Whether the engine would take GPUs on this machine: those runs keep Ray's GPU placement."""
+    from factory.engines import ENGINES
+
+    t = cfg.teacher
+    if not ENGINES.get(t.engine).needs_accelerator(t.model_dump(mode="json")):
+        return False
+    from factory.engines.vllm import _has_cuda
+
+    return _has_cuda()
