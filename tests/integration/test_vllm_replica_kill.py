@@ -46,6 +46,13 @@ def _parts(store: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in (store / "it" / ".runs").glob("*/parts/shard-*.parquet")}
 
 
+def _launch(cmd: list[str], log: Path) -> subprocess.Popen:
+    """The run in a session of its own (so a test can kill all of it), its output into `log`."""
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def _wait(cond, proc: subprocess.Popen, what: str, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -55,12 +62,8 @@ def _wait(cond, proc: subprocess.Popen, what: str, timeout_s: float = 600) -> No
 
 
 def test_killed_replica_process_and_dead_engine_are_replaced(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    log = tmp_path / "generate.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(factory_cmd(store, *EXTRA, "run.backend=ray"), cwd=ROOT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    store, log = tmp_path / "store", tmp_path / "generate.log"
+    proc = _launch(factory_cmd(store, *EXTRA, "run.backend=ray"), log)
     try:
         # 1. The replica's actor process, once a part is committed.
         _wait(lambda: len(_parts(store)) >= 1, proc, "the first part was committed")
@@ -93,12 +96,9 @@ def test_killed_replica_process_and_dead_engine_are_replaced(tmp_path: Path) -> 
 def test_local_replica_survives_its_engine_and_dies_with_its_driver(tmp_path: Path) -> None:
     """Local backend: a SIGKILLed engine core is replaced in the driver's process; then the driver
     alone is SIGKILLed (not its group), its engine processes must go with it, and a rerun completes."""
-    store = tmp_path / "store"
-    log = tmp_path / "generate.log"
+    store, log = tmp_path / "store", tmp_path / "generate.log"
     cmd = factory_cmd(store, *EXTRA, "run.backend=local")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _launch(cmd, log)
     try:
         _wait(lambda: len(_parts(store)) >= 1, proc, "the first part was committed")
         cores = pids_named("VLLM::EngineCore")
@@ -122,7 +122,7 @@ def test_local_replica_survives_its_engine_and_dies_with_its_driver(tmp_path: Pa
         time.sleep(0.5)
     assert not [p for p in pids_named("VLLM::") if alive(p)], "the killed driver's vLLM engine outlived it"
 
-    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0 and "resumed" in rerun.stdout, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     manifest = json.loads((store / "it" / "v1" / "manifest.json").read_text())
     assert manifest["teacher"]["backend"] == "local"

@@ -13,94 +13,39 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from factory.runner.group_guard import arm_group_guard, descendants
 from tests.procs import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Stands in for a replica actor: leads its own group (as Ray starts workers), arms the guard, starts
-# a long-lived child (as vLLM starts its engine core), prints that child's pid, then waits.
+# Stands in for a replica's process: arms a guard, starts a long-lived child (as vLLM starts its
+# engine core), prints that child's pid, then waits. "group": a Ray actor, which leads its own
+# group (the test starts it so); "process": a driver with a local replica, which names the
+# engine's processes to its guard once they are up and does not lead a group.
 _REPLICA = """
 import subprocess, sys, time
-from factory.runner.group_guard import arm_group_guard, descendants
-guard = arm_group_guard()
+from factory.runner.group_guard import arm_group_guard, arm_process_guard, descendants
+kind, mode = sys.argv[1:]
+guard = arm_group_guard() if kind == "group" else arm_process_guard()
 assert guard is not None
 engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+if kind == "process":
+    guard.watch([p for p in descendants() if p != guard.pid])
 print(engine.pid, flush=True)
-if sys.argv[1] == "disarm":
+if mode == "disarm":
     guard.disarm()
     print("disarmed", flush=True)
 time.sleep(300)
 """
 
-
-def _replica(mode: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-c", _REPLICA, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    return proc, int(proc.stdout.readline())
+KINDS = ["group", "process"]
 
 
-def test_a_sigkilled_replica_takes_its_engine_processes_with_it() -> None:
-    proc, engine = _replica("armed")
-    try:
-        assert alive(engine)
-        os.kill(proc.pid, signal.SIGKILL)  # nothing in the replica runs after this
-        proc.wait()
-        deadline = time.monotonic() + 10
-        while alive(engine) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not alive(engine), "the engine process outlived its replica"
-    finally:
-        for pid in (proc.pid, engine):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def test_a_disarmed_guard_kills_nothing() -> None:
-    proc, engine = _replica("disarm")
-    try:
-        assert proc.stdout.readline().strip() == "disarmed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        time.sleep(1)
-        assert alive(engine), "a disarmed guard fired"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def test_no_guard_where_the_process_does_not_lead_its_group() -> None:
-    # pytest shares its group with whatever started it: arming here could kill that.
-    if os.getpgid(0) == os.getpid():
-        out = subprocess.run([sys.executable, "-c", "from factory.runner.group_guard import arm_group_guard;"
-                              "print(arm_group_guard())"], cwd=ROOT, capture_output=True, text=True,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        assert out.stdout.strip() == "None"
-    else:
-        assert arm_group_guard() is None
-
-
-# Stands in for a driver running a local replica: arms the process guard, starts a long-lived child
-# (as vLLM starts its engine core) and names it to the guard, prints the child's pid, then waits.
-_DRIVER = """
-import subprocess, sys, time
-from factory.runner.group_guard import arm_process_guard, descendants
-guard = arm_process_guard()
-engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-guard.watch([p for p in descendants() if p != guard.pid])
-print(engine.pid, flush=True)
-if sys.argv[1] == "disarm":
-    guard.disarm()
-    print("disarmed", flush=True)
-time.sleep(300)
-"""
-
-
-def _driver(mode: str) -> tuple[subprocess.Popen, int]:
-    # Not a session of its own: the guard must not rely on leading a group.
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+def _replica(kind: str, mode: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-c", _REPLICA, kind, mode], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, start_new_session=kind == "group", env=dict(os.environ, PYTHONPATH=str(ROOT)))
     return proc, int(proc.stdout.readline())
 
 
@@ -112,22 +57,24 @@ def _kill(*pids: int) -> None:
             pass
 
 
-def test_a_sigkilled_driver_takes_its_local_engine_with_it() -> None:
-    proc, engine = _driver("armed")
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_sigkilled_replica_takes_its_engine_processes_with_it(kind: str) -> None:
+    proc, engine = _replica(kind, "armed")
     try:
         assert alive(engine)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # nothing in the replica runs after this
         proc.wait()
         deadline = time.monotonic() + 10
         while alive(engine) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not alive(engine), "the engine process outlived its driver"
+        assert not alive(engine), "the engine process outlived its replica"
     finally:
         _kill(proc.pid, engine)
 
 
-def test_a_disarmed_process_guard_kills_nothing() -> None:
-    proc, engine = _driver("disarm")
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_disarmed_guard_kills_nothing(kind: str) -> None:
+    proc, engine = _replica(kind, "disarm")
     try:
         assert proc.stdout.readline().strip() == "disarmed"
         os.kill(proc.pid, signal.SIGKILL)
@@ -136,6 +83,17 @@ def test_a_disarmed_process_guard_kills_nothing() -> None:
         assert alive(engine), "a disarmed guard fired"
     finally:
         _kill(proc.pid, engine)
+
+
+def test_no_group_guard_where_the_process_does_not_lead_its_group() -> None:
+    # pytest shares its group with whatever started it: arming here could kill that.
+    if os.getpgid(0) == os.getpid():
+        out = subprocess.run([sys.executable, "-c", "from factory.runner.group_guard import arm_group_guard;"
+                              "print(arm_group_guard())"], cwd=ROOT, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert out.stdout.strip() == "None"
+    else:
+        assert arm_group_guard() is None
 
 
 def test_descendants_are_found_below_children() -> None:
