@@ -1,6 +1,7 @@
 """Saturation: factory generate's output tokens/s against raw vLLM's, in one run.
 
-    python benchmarks/bench_throughput.py [--prompts 64] [--n 2] [--max-tokens 128] [--repeat 2] [--set KEY=VALUE ...]
+    python benchmarks/bench_throughput.py [--prompts 64] [--n 2] [--max-tokens 128] [--repeat 4] [--control]
+                                          [--set KEY=VALUE ...]
 
 Both sides: the same model, prompts, chat template, sampling parameters and engine settings, and
 `ignore_eos` so every request generates exactly max_tokens (equal work). (a) is raw
@@ -13,11 +14,13 @@ Each factory run is bracketed by two raw runs (raw, factory, raw, factory, ..., 
 is taken against their mean: a shared machine's speed drifts by several percent within minutes
 (raw alone moved from 384 to 340 tokens/s in 25 minutes on the 2-core machine), more than the
 effect being measured. The median of the `--repeat` ratios is the figure; their range is printed.
+Four brackets by default: with two, one hour of the 2-core machine gave 0.90-0.91 and the next,
+with four, 0.97 (0.963-1.015) for the same code.
 
 A control, (c): `factory generate` again on the Ray backend (`run.backend=ray`: the replica is a
 Ray actor, as on a cluster), after each factory run and bracketed the same way. c/a is the ratio a
 Ray run gets on this machine; on a small CPU machine Ray's own daemons share the engine's cores
-(benchmarks/ray_wakeups.py measures them). `--no-control` skips it.
+(benchmarks/ray_wakeups.py measures them). `--control` adds it.
 
 GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 --set teacher.engine_kwargs={load_format: dummy}` with the shapes from shared/gpu/make_models.py.
@@ -50,9 +53,9 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--repeat", type=int, default=2, help="factory runs, each between two raw runs")
+    ap.add_argument("--repeat", type=int, default=4, help="factory runs, each between two raw runs")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--no-control", action="store_true", help="skip (c), factory generate on the Ray backend")
+    ap.add_argument("--control", action="store_true", help="add (c), factory generate on the Ray backend")
     args = ap.parse_args()
     shared = [f"source.limit={args.prompts}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
               "sampling.ignore_eos=true", *args.overrides]
@@ -66,7 +69,7 @@ def main() -> int:
         manifest = factory_generate(args.config, shared, "bench-throughput")
         runs.append(manifest["run_stats"])
         teacher = manifest["teacher"]
-        if not args.no_control:
+        if args.control:
             controls.append(factory_generate(args.config, [*shared, "run.backend=ray"], "bench-throughput-ray")
                             ["run_stats"])
         raws.append(json_lines(run(raw_cmd).stdout)[-1])

@@ -139,8 +139,8 @@ class RunConfig(Section):
     verify_workers: int | Literal["auto"] = "auto"
     ray_address: str | None = None  # default: $RAY_ADDRESS, else a local Ray instance
     # Where replicas run. ray: Ray actors (any node, GPUs, placement groups). local: one replica in
-    # this process, no Ray; faster on a small CPU machine, where Ray's own wakeups cost the engine
-    # ~7%. auto: local for one replica on a machine without a GPU and no Ray address; else ray.
+    # this process, no Ray daemons beside the engine. auto: local for one replica on a machine
+    # without a GPU and no Ray address; else ray.
     backend: Literal["auto", "ray", "local"] = "auto"
     # A shard whose replica died more often than this has its prompts run one at a time, alone on
     # a replica; a prompt that still kills the engine more than max_prompt_retries times is set

@@ -6,8 +6,8 @@ Two backends implement it:
   with its GPUs or placement group. What scheduled runs and multi-GPU machines use.
 - `local` (factory/runner/local_backend.py): one replica in the driver's own process, its engine
   driven from an event-loop thread (vLLM still runs its engine core as a child process). What a
-  single CPU machine uses: an idle local Ray wakes ~750 times a second, and on a 2-core machine
-  those wakeups cost the engine ~7% of its throughput (BENCHMARKS.md, "Where the gap is").
+  single CPU machine uses: nothing of Ray's (an idle local Ray wakes ~750 times a second) shares
+  the few cores with the engine. Measured as fast as the Ray backend on 2 cores (BENCHMARKS.md).
 
 A call returns a ref; `wait` says which refs are done, `get` returns a done ref's value or raises
 the call's error, and `is_replica_failure` says whether that error means "replace the replica".
