@@ -15,12 +15,12 @@ the call's error, and `is_replica_failure` says whether that error means "replac
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from typing import Any
 
 from factory.config import Config
 from factory.errors import UserError
+from factory.runner.cluster import ray_address, running_ray
 
 
 class Replica:
@@ -75,7 +75,6 @@ class Backend(ABC):
         """After every replica was stopped."""
 
 
-
 def open_backend(cfg: Config) -> Backend:
     name = resolve_backend(cfg)
     if name == "local":
@@ -88,11 +87,14 @@ def open_backend(cfg: Config) -> Backend:
 
 
 def resolve_backend(cfg: Config) -> str:
-    """`auto`: local for one replica on a machine without a GPU and no Ray cluster; else Ray."""
+    """`auto`: local for one replica on a machine without a GPU and no Ray cluster; else Ray.
+
+    A program that already called ray.init() gets its replicas in that Ray.
+    """
     choice = cfg.run.backend
     t = cfg.teacher
     if choice == "auto":
-        local = (not _ray_address(cfg) and not _ray_running_here() and t.replicas in ("auto", 1)
+        local = (not ray_address(cfg) and running_ray() is None and t.replicas in ("auto", 1)
                  and t.tensor_parallel_size * t.pipeline_parallel_size == 1 and not _gpu_engine_here(cfg))
         return "local" if local else "ray"
     if choice == "local":
@@ -102,22 +104,10 @@ def resolve_backend(cfg: Config) -> str:
         if t.tensor_parallel_size * t.pipeline_parallel_size > 1:
             raise UserError("run.backend=local runs a one-GPU (or CPU) replica; a tensor or pipeline "
                             "parallel teacher needs run.backend=ray (or auto)")
-        if _ray_address(cfg):
+        if ray_address(cfg):
             raise UserError("run.backend=local ignores the Ray cluster that run.ray_address or $RAY_ADDRESS "
                             "names: unset it, or set run.backend to ray (or auto)")
     return choice
-
-
-def _ray_address(cfg: Config) -> str | None:
-    return cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
-
-
-def _ray_running_here() -> bool:
-    """A program that already called ray.init() gets its replicas in that Ray."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
 
 
 def _gpu_engine_here(cfg: Config) -> bool:

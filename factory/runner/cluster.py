@@ -20,13 +20,30 @@ class ReplicaPlan:
     placement: Placement | None = None  # a placement group per replica (world size > 1)
 
 
+def ray_address(cfg: Config) -> str | None:
+    """The Ray cluster the run is pointed at, if any."""
+    return cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+
+
+def running_ray() -> Any:
+    """The ray module where this process is already part of a Ray job, else None (never imports it)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray if ray is not None and ray.is_initialized() else None
+
+
+def replica_env() -> dict[str, str]:
+    """What every replica's process gets, on either backend: vLLM's warnings only, one tokenizer thread."""
+    return {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), "TOKENIZERS_PARALLELISM": "false"}
+
+
 def connect(cfg: Config) -> Any:
     import ray
 
-    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(cfg)
     if not ray.is_initialized():
-        env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-               "TOKENIZERS_PARALLELISM": "false"}
+        env = replica_env()
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         else:

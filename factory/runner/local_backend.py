@@ -126,10 +126,9 @@ class LocalBackend(Backend):
 def engine_env(cpus: int) -> dict[str, str]:
     """The engine takes every core (or teacher.cpus_per_replica), as a CPU Ray replica does."""
     from factory.engines.vllm import cpu_engine_env
+    from factory.runner.cluster import replica_env
 
-    env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), "TOKENIZERS_PARALLELISM": "false"}
-    env.update(cpu_engine_env(cpus))
-    return env
+    return {**replica_env(), **cpu_engine_env(cpus)}
 
 
 def _set_env(env: dict[str, str]) -> dict[str, str | None]:

@@ -10,9 +10,9 @@ own scheduler full while the driver verifies and writes.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
+from factory.runner.cluster import running_ray
 from factory.runner.group_guard import arm_group_guard
 from factory.types import Completion, Prompt
 
@@ -29,7 +29,7 @@ class EngineReplica:
         info = self._engine.info()
         info["node"] = os.uname().nodename
         info["pid"] = os.getpid()
-        ray = _ray_here()
+        ray = running_ray()
         if ray is not None:  # else a replica in the driver's process (local backend, tests)
             info["node_id"] = ray.get_runtime_context().get_node_id()
             pg = ray.util.get_current_placement_group()  # what a multi-GPU engine builds its workers in
@@ -50,15 +50,9 @@ class EngineReplica:
             self._guard = None
 
 
-def _ray_here() -> Any:
-    """The ray module where this process is part of a Ray job; the local backend never imports it."""
-    ray = sys.modules.get("ray")
-    return ray if ray is not None and ray.is_initialized() else None
-
-
 def _inside_ray_actor() -> bool:
     """The guard belongs to a replica actor's own process, never to a test or driver using the class."""
-    ray = _ray_here()
+    ray = running_ray()
     try:
         return ray is not None and ray.get_runtime_context().get_actor_id() is not None
     except Exception:
