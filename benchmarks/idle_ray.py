@@ -28,7 +28,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from factory.config import load_config
-    from factory.runner.cluster import connect
+    from factory.runner.backends.cluster import connect
 
     ray = connect(load_config(args.config, []))
     actor = ray.remote(Idle).options(num_cpus=1).remote()  # a replica's place, without an engine

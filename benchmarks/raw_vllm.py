@@ -34,7 +34,7 @@ def main() -> int:
 
     from factory.config import load_config
     from factory.engines.vllm import engine_args
-    from factory.models import resolve_model
+    from factory.engines.models import resolve_model
     from factory.sources import load_prompts
 
     cfg = load_config(args.config, args.overrides)

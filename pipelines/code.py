@@ -27,7 +27,7 @@ Rows with an empty test list get the verdict "no_tests" (passed=None), so they a
   formats only {problem}, so put the starter code into the problem text when exporting, or keep
   to stdin/stdout problems.
 
-The verifier runs every program in the sandbox (factory/sandbox.py): bubblewrap when `bwrap`
+The verifier runs every program in the sandbox (factory/sandbox/__init__.py): bubblewrap when `bwrap`
 works, else rlimits only. The config sets `require_isolation: true`, so a machine without a
 working bubblewrap refuses to start instead of running teacher code under the weaker fallback.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-# No test may reach the Hub: the real client talks only to tests/hubserver.py on loopback.
+# No test may reach the Hub: the real client talks only to tests/support/hubserver.py on loopback.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{', resumed' if result.resumed else ''})")
     console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")')
     if cfg.publish is not None:
-        from factory.store.hub import publish_version
+        from factory.hub import publish_version
 
         res = publish_version(result.version_dir, cfg.publish.repo, private=cfg.publish.private)
         console.print(res.message)

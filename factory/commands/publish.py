@@ -1,5 +1,5 @@
 """`factory publish VERSION_DIR_OR_STORE/NAME[@vN] --repo ORG/NAME [--private]`: one local version
-to the Hub as one commit plus a tag `vN` (see factory/store/hub.py)."""
+to the Hub as one commit plus a tag `vN` (see factory/hub/__init__.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_version_dir(source: str) -> Path:
     """A version dir from VERSION_DIR, STORE/NAME@vN or STORE/NAME (its newest version)."""
-    from factory.store.hub import HubError
+    from factory.hub import HubError
     from factory.store.version import latest_version
 
     path, _, version = source.partition("@")
@@ -40,7 +40,7 @@ def resolve_version_dir(source: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.store.hub import HubError, publish_version
+    from factory.hub import HubError, publish_version
 
     try:
         version_dir = resolve_version_dir(args.source)

@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.store.hub import HubError, parse_ref, pull
+    from factory.hub import HubError, parse_ref, pull
 
     try:
         repo_id, revision = parse_ref(args.ref)

@@ -5,7 +5,7 @@ folder holding the resolved config (run.yaml) and any relative input files it na
 checkout, its .venv or the store. Secrets travel by name only: the job reads HF_TOKEN from the
 cluster's own environment, so no token value is ever stored by the job server or shown in its logs.
 
-`--render slurm|configmap|rayjob|cronjob` prints a cluster template instead (factory/cluster_templates.py).
+`--render slurm|configmap|rayjob|cronjob` prints a cluster template instead (factory/cluster/templates.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from factory.errors import UserError
 ADDRESS_VARS = ("RAY_JOB_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 # Names the job gets from the cluster's environment by default (expanded there by Ray: "${NAME}").
 PASS_BY_NAME = ("HF_TOKEN",)
-# connect() in factory/runner/cluster.py sets these in its own runtime_env; Ray refuses to merge a
+# connect() in factory/runner/backends/cluster.py sets these in its own runtime_env; Ray refuses to merge a
 # job whose runtime_env sets the same names.
 RESERVED = {"VLLM_LOGGING_LEVEL", "TOKENIZERS_PARALLELISM"}
 _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY($|_)|API_KEY", re.IGNORECASE)
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from factory.cluster_templates import DeployParams, render
+    from factory.cluster.templates import DeployParams, render
     from factory.config import load_config
 
     cfg = load_config(args.config, args.overrides)

@@ -1,6 +1,6 @@
 """factory verify INPUT [--verifiers a,b | --config C.yaml] [--set K=V]... [--out OUT.parquet]
 
-Re-verify existing traces without generating (see factory/reverify.py): a version dir or a
+Re-verify existing traces without generating (see factory/reverify/__init__.py): a version dir or a
 JSONL/JSON/Parquet file in, a Parquet file with fresh verdicts out.
 """
 

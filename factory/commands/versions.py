@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_dir():
         if path.exists() or args.dataset.count("/") != 1 or args.dataset.startswith((".", "/")):
             raise UserError(f"{args.dataset} is neither a local dataset directory nor a Hub repo id (ORG/NAME)")
-        from factory.commands.hub_versions import list_hub_versions_table
+        from factory.hub.versions import list_hub_versions_table
 
         console.print(list_hub_versions_table(args.dataset))
         return 0

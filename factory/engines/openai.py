@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from factory.engines.base import ENGINES, Engine, as_finished
 from factory.errors import UserError
-from factory.seeds import sample_seed
+from factory.engines.seeds import sample_seed
 from factory.types import Completion, Prompt
 
 log = logging.getLogger(__name__)

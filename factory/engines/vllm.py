@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from factory.engines.base import ENGINES, Engine, as_finished
-from factory.seeds import sample_seed
+from factory.engines.seeds import sample_seed
 from factory.types import Completion, Prompt
 
 _INSTALL_HINT = (
@@ -52,7 +52,7 @@ class VLLMEngine(Engine):
             raise RuntimeError(f"{_INSTALL_HINT} ({e})") from None
         from transformers import AutoTokenizer
 
-        from factory.models import resolve_model
+        from factory.engines.models import resolve_model
 
         t0 = time.perf_counter()
         t = self.teacher

@@ -22,7 +22,7 @@ from factory.sources import PromptSet, load_prompts
 from factory.types import Prompt
 
 if TYPE_CHECKING:
-    from factory.runner.backend import Backend
+    from factory.runner.backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,9 @@ def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], 
 
 
 def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from factory.runner.backend import Replica, open_backend
+    from factory.runner.backends import Replica, open_backend
     from factory.runner.scheduler import Scheduler
-    from factory.runner.verify import VerifyStage
+    from factory.verifiers.stage import VerifyStage
 
     backend = open_backend(cfg)
     workers = cfg.run.verify_workers if cfg.run.verify_workers != "auto" else max(1, os.cpu_count() or 1)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from factory.config import Config
-from factory.runner.backend import Backend, Replica
+from factory.runner.backends.base import Backend, Replica
 from factory.runner.progress import ProgressView, RunStats
 from factory.runner.shards import Call, Shard, split_by_prompt
 from factory.types import Completion

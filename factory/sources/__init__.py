@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import Config, ConfigError, SourceConfig
-from factory.prompting import build_messages
+from factory.sources.prompting import build_messages
 from factory.types import Prompt
 
 

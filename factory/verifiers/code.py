@@ -1,4 +1,4 @@
-"""Run the teacher's program against the problem's tests, in the sandbox (factory/sandbox.py).
+"""Run the teacher's program against the problem's tests, in the sandbox (factory/sandbox/__init__.py).
 
 Reference format: a JSON string in the APPS/TACO `input_output` form:
 

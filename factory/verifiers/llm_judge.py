@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from factory.errors import UserError
-from factory.parsing import extract_answer, split_reasoning
+from factory.verifiers.parsing import extract_answer, split_reasoning
 from factory.types import Prompt, Trace, Verdict
 from factory.verifiers.base import VERIFIERS, Verifier
 

@@ -1,6 +1,6 @@
 """`factory generate` with a `publish:` section pushes the new version to the Hub when it finishes.
 
-The real huggingface_hub client talks HTTP to tests/hubserver.py on loopback (HF_ENDPOINT); the
+The real huggingface_hub client talks HTTP to tests/support/hubserver.py on loopback (HF_ENDPOINT); the
 run uses the scripted engine (this test is about the publish step, not the teacher).
 """
 
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubserver import LocalHub  # noqa: E402
+from tests.support.hubserver import LocalHub
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_" + secrets.token_hex(17)

@@ -1,5 +1,5 @@
 """Publish to and read from the Hub at the protocol level: the real huggingface_hub client and
-datasets.load_dataset talk HTTP to tests/hubserver.py on loopback.
+datasets.load_dataset talk HTTP to tests/support/hubserver.py on loopback.
 
 The client runs in a fresh subprocess per step group, because huggingface_hub and datasets read
 HF_ENDPOINT / HF_HOME when first imported; the server runs in a thread of this process so the tests
@@ -24,8 +24,7 @@ from factory.store.schema import PART_SCHEMA, trace_row
 from factory.store.version import build_version
 from factory.types import Completion, Prompt, Trace, Verdict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubserver import LocalHub  # noqa: E402
+from tests.support.hubserver import LocalHub
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_" + secrets.token_hex(17)  # looks like a real token, so the scrubber's pattern is exercised too
@@ -37,7 +36,7 @@ DRIVER = textwrap.dedent('''
     import json, logging, sys
     if "--debug" in sys.argv:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-    from factory.store import hub as H
+    from factory import hub as H
     FAST = H.RetryPolicy(tries=3, base=0.05, cap=0.2)
 
     def step(kind, *a):
@@ -56,7 +55,7 @@ DRIVER = textwrap.dedent('''
             return {"rows": ds.num_rows, "prompt_ids": sorted(set(ds["prompt_id"]))}
         if kind == "table":
             from rich.console import Console
-            from factory.commands.hub_versions import list_hub_versions_table
+            from factory.hub.versions import list_hub_versions_table
             console = Console(record=True, width=200)
             console.print(list_hub_versions_table(a[0]))
             return console.export_text()
@@ -225,7 +224,7 @@ def test_list_pull_and_load_each_version(hub: LocalHub, client, published, store
 
 
 def test_pull_rejects_a_file_that_differs_from_the_manifest(hub: LocalHub, client, published, tmp_path: Path) -> None:
-    from hubserver import Blob
+    from tests.support.hubserver import Blob
 
     repo = hub.repo(REPO)
     commit = repo.commits[repo.tags["v1"]]
@@ -353,7 +352,7 @@ def test_token_appears_in_no_file_and_no_log(hub: LocalHub, client, store, tmp_p
 
 
 def test_files_the_new_version_lacks_are_deleted_from_main(hub: LocalHub, client, store) -> None:
-    from hubserver import GITATTRIBUTES, Blob, Repo
+    from tests.support.hubserver import GITATTRIBUTES, Blob, Repo
 
     # A repo whose main holds an older layout: a data file the new version does not have.
     repo = Repo(repo_type="dataset", repo_id="org/layout", private=False, created_at="2024-01-01T00:00:00Z")

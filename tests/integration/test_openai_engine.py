@@ -61,7 +61,7 @@ def _server_cmd(model_dir: str, port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from factory.models import ensure_smollm2
+    from factory.engines.models import ensure_smollm2
 
     port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"

@@ -20,7 +20,7 @@ from math_verify import parse, verify
 
 from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA
 from factory.store.version import list_versions, verify_files
-from tests.procs import alive, pids_named
+from tests.support.procs import alive, pids_named
 
 from .conftest import ROOT, factory_cmd, run_factory
 
@@ -144,7 +144,7 @@ def test_prompt_longer_than_the_context_is_a_row_not_a_crash() -> None:
     from transformers import AutoTokenizer
 
     from factory.engines.vllm import VLLMEngine
-    from factory.models import resolve_model
+    from factory.engines.models import resolve_model
     from factory.types import Prompt
 
     teacher = {"model": "builtin:smollm2-135m-instruct", "max_model_len": 32}

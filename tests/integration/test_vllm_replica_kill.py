@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.procs import alive, pids_named
+from tests.support.procs import alive, pids_named
 
 from .conftest import ROOT, factory_cmd
 

@@ -8,7 +8,7 @@ import pytest
 
 from factory.config import load_config
 from factory.errors import UserError
-from factory.runner.backend import resolve_backend
+from factory.runner.backends import resolve_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from factory.cli import main
-from factory.cluster_templates import (
+from factory.cluster.templates import (
     DEPLOY_DIR,
     DeployParams,
     TemplateError,
@@ -177,7 +177,7 @@ def _check_mounts(pod_spec: dict[str, Any]) -> None:
 
 
 def test_raw_templates_are_yaml_and_all_placeholders_have_values() -> None:
-    from factory.cluster_templates import kube_values
+    from factory.cluster.templates import kube_values
 
     values = kube_values(_params())
     for name in ("rayjob.yaml", "cronjob.yaml"):

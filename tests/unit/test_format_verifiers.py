@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from factory.parsing import make_trace
+from factory.verifiers.parsing import make_trace
 from factory.types import Completion, Prompt
 from factory.verifiers import VERIFIERS
 from factory.verifiers.format import NonemptyParams, error_kind

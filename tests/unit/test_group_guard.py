@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from factory.runner.group_guard import arm_group_guard, descendants
-from tests.procs import alive
+from factory.runner.backends.group_guard import arm_group_guard, descendants
+from tests.support.procs import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # engine's processes to its guard once they are up and does not lead a group.
 _REPLICA = """
 import subprocess, sys, time
-from factory.runner.group_guard import arm_group_guard, arm_process_guard, descendants
+from factory.runner.backends.group_guard import arm_group_guard, arm_process_guard, descendants
 kind, mode = sys.argv[1:]
 guard = arm_group_guard() if kind == "group" else arm_process_guard()
 assert guard is not None
@@ -88,7 +88,7 @@ def test_a_disarmed_guard_kills_nothing(kind: str) -> None:
 def test_no_group_guard_where_the_process_does_not_lead_its_group() -> None:
     # pytest shares its group with whatever started it: arming here could kill that.
     if os.getpgid(0) == os.getpid():
-        out = subprocess.run([sys.executable, "-c", "from factory.runner.group_guard import arm_group_guard;"
+        out = subprocess.run([sys.executable, "-c", "from factory.runner.backends.group_guard import arm_group_guard;"
                               "print(arm_group_guard())"], cwd=ROOT, capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert out.stdout.strip() == "None"

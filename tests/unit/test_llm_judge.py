@@ -21,8 +21,8 @@ import yaml
 from factory.cli import main
 from factory.config import ConfigError, load_config
 from factory.errors import UserError
-from factory.parsing import make_trace
-from factory.runner.verify import VerifyStage
+from factory.verifiers.parsing import make_trace
+from factory.verifiers.stage import VerifyStage
 from factory.types import Completion, Prompt, Trace
 from factory.verifiers import VERIFIERS
 from factory.verifiers.llm_judge import DEFAULT_TEMPLATE, JudgeParams, LLMJudgeVerifier, parse_judgement, render_question

@@ -199,7 +199,7 @@ def test_cheap_guards() -> None:
 
 def test_importing_the_module_does_not_import_math_verify() -> None:
     code = (
-        "import sys, factory.verifiers.math, factory.verifiers.format, factory.parsing; "
+        "import sys, factory.verifiers.math, factory.verifiers.format, factory.verifiers.parsing; "
         "assert 'math_verify' not in sys.modules and 'sympy' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from factory.engines import ENGINES
 from factory.engines.openai import OpenAIEngine, OpenAIEngineError, _parse_retry_after, public_url
-from factory.seeds import sample_seed
+from factory.engines.seeds import sample_seed
 from factory.types import Completion, Prompt
 
 KEY = "sk-test-5ecret-KEY-0123456789"

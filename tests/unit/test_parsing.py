@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from factory.parsing import EXTRACTION_MODES, extract_answer, make_trace, split_reasoning
+from factory.verifiers.parsing import EXTRACTION_MODES, extract_answer, make_trace, split_reasoning
 from factory.types import Completion, Prompt
 
 

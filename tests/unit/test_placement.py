@@ -10,8 +10,8 @@ import pytest
 from factory.config import load_config
 from factory.engines import ENGINES
 from factory.errors import UserError
-from factory.runner.cluster import gpu_replica_count
-from factory.runner.placement import Placement, not_placed_message, placement_for
+from factory.runner.backends.cluster import gpu_replica_count
+from factory.runner.backends.placement import Placement, not_placed_message, placement_for
 
 
 def test_one_gpu_replicas_need_no_group() -> None:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.config import ConfigError, load_config
-from factory.prompting import build_messages
+from factory.sources.prompting import build_messages
 from factory.sources import load_prompts
 from factory.sources.builtin import arithmetic
 

@@ -22,7 +22,7 @@ import yaml
 
 from factory.errors import UserError
 
-DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
 KINDS = ("slurm", "configmap", "rayjob", "cronjob")
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")

@@ -36,7 +36,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from factory.parsing import EXTRACTION_MODES
+from factory.verifiers.parsing import EXTRACTION_MODES
 from factory.types import Trace, Verdict
 from factory.verifiers.base import VERIFIERS, Verifier
 

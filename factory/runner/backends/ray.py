@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from factory.config import Config
-from factory.runner import placement
-from factory.runner.backend import Backend, Replica
+from factory.runner.backends import placement
+from factory.runner.backends.base import Backend, Replica
 
 
 class RayBackend(Backend):
     name = "ray"
 
     def __init__(self, cfg: Config):
-        from factory.runner.cluster import connect, plan_replicas
-        from factory.runner.replica import EngineReplica
+        from factory.runner.backends.cluster import connect, plan_replicas
+        from factory.runner.backends.replica import EngineReplica
 
         self.cfg = cfg
         self.ray = connect(cfg)

@@ -28,7 +28,7 @@ Auth: a request with a wrong bearer token gets 401; writes need the write token 
 403); reads of a private repo need a valid token. Failures can be injected per operation
 (`fail("commit", status=500, times=1)`) and every request is recorded in `requests`.
 
-Run standalone: `python tests/hubserver.py --port 8765 --token hf_xxx`.
+Run standalone: `python tests/support/hubserver.py --port 8765 --token hf_xxx`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from factory.config import Config
-from factory.parsing import make_trace
+from factory.verifiers.parsing import make_trace
 from factory.store.schema import trace_row
 from factory.types import Completion, Prompt, Trace, Verdict
 from factory.verifiers import build_verifiers

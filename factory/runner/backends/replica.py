@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from factory.runner.cluster import running_ray
-from factory.runner.group_guard import arm_group_guard
+from factory.runner.backends.cluster import running_ray
+from factory.runner.backends.group_guard import arm_group_guard
 from factory.types import Completion, Prompt
 
 

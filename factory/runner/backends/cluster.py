@@ -8,7 +8,7 @@ from typing import Any
 
 from factory.config import Config
 from factory.errors import UserError
-from factory.runner.placement import Placement, placement_for
+from factory.runner.backends.placement import Placement, placement_for
 
 
 @dataclass(slots=True)

@@ -27,8 +27,8 @@ from typing import Any
 
 from factory.config import Config
 from factory.errors import UserError
-from factory.runner.backend import Backend, Replica
-from factory.runner.group_guard import arm_process_guard, descendants
+from factory.runner.backends.base import Backend, Replica
+from factory.runner.backends.group_guard import arm_process_guard, descendants
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class LocalBackend(Backend):
         self._thread.start()
 
     def spawn(self) -> Replica:
-        from factory.runner.replica import EngineReplica
+        from factory.runner.backends.replica import EngineReplica
 
         handle = EngineReplica(*self._args)  # cheap: the engine loads in start()
         rep = Replica(handle, None)
@@ -126,7 +126,7 @@ class LocalBackend(Backend):
 def engine_env(cpus: int) -> dict[str, str]:
     """The engine takes every core (or teacher.cpus_per_replica), as a CPU Ray replica does."""
     from factory.engines.vllm import cpu_engine_env
-    from factory.runner.cluster import replica_env
+    from factory.runner.backends.cluster import replica_env
 
     return {**replica_env(), **cpu_engine_env(cpus)}
 

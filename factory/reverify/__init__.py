@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from factory.config import Config, ConfigError, load_config
 from factory.errors import UserError
-from factory.parsing import EXTRACTION_MODES, make_trace
+from factory.verifiers.parsing import EXTRACTION_MODES, make_trace
 from factory.store.schema import ALL_SCHEMA
 from factory.types import Completion, Prompt, Trace
 
@@ -531,7 +531,7 @@ def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers:
 
     `extraction` (default: the math verifier's) is how final answers are taken from completions;
     it matters without math too (nonempty_answer, llm_judge read the extracted answer)."""
-    from factory.runner.verify import VerifyStage
+    from factory.verifiers.stage import VerifyStage
     from factory.store.manifest import jsonable, now_utc
 
     out_path = check_output(inp, Path(out) if out is not None else default_output(inp), overwrite)

@@ -13,7 +13,7 @@ def list_hub_versions_table(repo_id: str) -> Table:
     """One row per `vN` tag: date, rows per config, teacher, what changed. Raises HubError."""
     from rich.table import Table
 
-    from factory.store.hub import list_hub_versions
+    from factory.hub import list_hub_versions
 
     versions = list_hub_versions(repo_id)
     table = Table(title=f"{repo_id} on the Hub ({len(versions)} version(s))")

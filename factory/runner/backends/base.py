@@ -2,9 +2,9 @@
 
 Two backends implement it:
 
-- `ray` (factory/runner/ray_backend.py): each replica is a Ray actor, on any node of a cluster,
+- `ray` (factory/runner/backends/ray.py): each replica is a Ray actor, on any node of a cluster,
   with its GPUs or placement group. What scheduled runs and multi-GPU machines use.
-- `local` (factory/runner/local_backend.py): one replica in the driver's own process, its engine
+- `local` (factory/runner/backends/local.py): one replica in the driver's own process, its engine
   driven from an event-loop thread (vLLM still runs its engine core as a child process). What a
   single CPU machine uses: nothing of Ray's (an idle local Ray wakes ~750 times a second) shares
   the few cores with the engine. Measured as fast as the Ray backend on 2 cores (BENCHMARKS.md).
@@ -18,9 +18,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from factory.config import Config
-from factory.errors import UserError
-from factory.runner.cluster import ray_address, running_ray
 
 
 class Replica:
@@ -74,49 +71,3 @@ class Backend(ABC):
     def close(self) -> None:
         """After every replica was stopped."""
 
-
-def open_backend(cfg: Config) -> Backend:
-    name = resolve_backend(cfg)
-    if name == "local":
-        from factory.runner.local_backend import LocalBackend
-
-        return LocalBackend(cfg)
-    from factory.runner.ray_backend import RayBackend
-
-    return RayBackend(cfg)
-
-
-def resolve_backend(cfg: Config) -> str:
-    """`auto`: local for one replica on a machine without a GPU and no Ray cluster; else Ray.
-
-    A program that already called ray.init() gets its replicas in that Ray.
-    """
-    choice = cfg.run.backend
-    t = cfg.teacher
-    if choice == "auto":
-        local = (not ray_address(cfg) and running_ray() is None and t.replicas in ("auto", 1)
-                 and t.tensor_parallel_size * t.pipeline_parallel_size == 1 and not _gpu_engine_here(cfg))
-        return "local" if local else "ray"
-    if choice == "local":
-        if t.replicas not in ("auto", 1):
-            raise UserError(f"run.backend=local runs one replica, in this process, but teacher.replicas is "
-                            f"{t.replicas}: set teacher.replicas to 1 (or auto), or run.backend to ray")
-        if t.tensor_parallel_size * t.pipeline_parallel_size > 1:
-            raise UserError("run.backend=local runs a one-GPU (or CPU) replica; a tensor or pipeline "
-                            "parallel teacher needs run.backend=ray (or auto)")
-        if ray_address(cfg):
-            raise UserError("run.backend=local ignores the Ray cluster that run.ray_address or $RAY_ADDRESS "
-                            "names: unset it, or set run.backend to ray (or auto)")
-    return choice
-
-
-def _gpu_engine_here(cfg: Config) -> bool:
-    """Whether the engine would take GPUs on this machine: those runs keep Ray's GPU placement."""
-    from factory.engines import ENGINES
-
-    t = cfg.teacher
-    if not ENGINES.get(t.engine).needs_accelerator(t.model_dump(mode="json")):
-        return False
-    from factory.engines.vllm import _has_cuda
-
-    return _has_cuda()

@@ -1,0 +1,1 @@
+"""Cluster deployment: batch-script and manifest templates for Slurm and KubeRay."""

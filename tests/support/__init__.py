@@ -1,0 +1,1 @@
+"""Test support: the loopback Hub server and process helpers."""
