@@ -151,6 +151,11 @@ class RunConfig(Section):
     # How long a multi-GPU replica's placement group may wait for its GPUs before the run fails
     # (saying what the cluster has); an autoscaling cluster may need longer to add nodes.
     placement_timeout_s: float = Field(default=600.0, gt=0)
+    # Parts: the rows of many shards in one Parquet file, written once this many MB of rows (in
+    # memory; the zstd file is several times smaller) or this many seconds of work are gathered.
+    # A crash loses at most what was gathered; resume redoes it. 0 s: a part per shard.
+    part_mb: float = Field(default=64.0, gt=0)
+    part_seconds: float = Field(default=60.0, ge=0)
 
 
 class OutputConfig(Section):
@@ -243,7 +248,7 @@ class Config(Section):
 
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""
-        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s"},
+        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s", "part_mb", "part_seconds"},
                                                      "output": True, "publish": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 

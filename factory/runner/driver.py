@@ -160,12 +160,22 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
             meta.update(teacher=teacher_info, verifiers=stage.describe())
             write_json_atomic(run.path / "run.json", meta)
 
-            def commit(shard: Shard) -> None:
-                shard.rows.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
-                run.commit_part(shard.shard_id, shard.rows)
+            writer = run.writer(int(cfg.run.part_mb * (1 << 20)), cfg.run.part_seconds)
 
-            Scheduler(cfg, backend, replicas, lambda s: stage.rows(s.by_id, s.completions), commit,
-                      stats, view).run(todo)
+            def commit(shard: Shard) -> None:
+                writer.add(shard.shard_id, shard.rows)  # committed with its part (write, then mark)
+
+            try:
+                Scheduler(cfg, backend, replicas, lambda s: stage.rows(s.by_id, s.completions), commit,
+                          stats, view, flush_due=writer.tick).run(todo)
+            except BaseException:
+                try:  # what was gathered is verified work: commit it, so that resume keeps it
+                    writer.flush()
+                except Exception as e:
+                    log.warning("could not commit the last part (%s: %s); resume redoes its shards",
+                                type(e).__name__, e)
+                raise
+            writer.flush()
             stats.gen_finished = time.perf_counter()
             view.update()
     finally:

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, cfg: Config, backend: Backend, replicas: list[Replica],
                  verify_rows: Callable[[Shard], list[dict[str, Any]]], commit: Callable[[Shard], None],
-                 stats: RunStats, view: ProgressView):
+                 stats: RunStats, view: ProgressView, flush_due: Callable[[], Any] = lambda: None):
         self.cfg, self.backend, self.replicas = cfg, backend, replicas
+        self.flush_due = flush_due  # writes a part whose time bound passed while no shard came
         self.verify_rows, self.commit, self.stats, self.view = verify_rows, commit, stats, view
         s = cfg.sampling
         self.n, self.stop_after = s.n, s.stop_after_accepted
@@ -220,7 +221,11 @@ class Scheduler:
     def _verify_loop(self) -> None:
         try:
             while True:
-                shard = self.to_verify.get()
+                try:
+                    shard = self.to_verify.get(timeout=1.0)
+                except queue.Empty:
+                    self.flush_due()
+                    continue
                 if shard is None:
                     return
                 if shard.completions:

@@ -88,7 +88,7 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     before = {p: p.read_bytes() for p in v1.rglob("*") if p.is_file()}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # More prompts than the first run's, so the kill lands with shards still to do.
-    extra = ("source.limit=12",)
+    extra = ("source.limit=12", "run.part_seconds=0")  # a part per shard: the kill lands between parts
     proc = subprocess.Popen(factory_cmd(vllm_store, *extra, "run.backend=ray"), cwd=ROOT, env=env,
                             start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -97,7 +97,7 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and proc.poll() is None:
         # wait until the new run has committed at least one part, then kill it mid-run
-        if any(p.parent.parent.name != first for p in runs.glob("*/parts/shard-*.parquet")):
+        if any(p.parent.parent.name != first for p in runs.glob("*/parts/part-*.parquet")):
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before it could be killed; raise source.limit"
@@ -111,7 +111,7 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
         time.sleep(0.5)
     assert not [p for p in pids_named("VLLM::") if alive(p)], "the killed run's vLLM engine outlived it"
     run_dir = next(d for d in runs.glob("*") if d.name != first)
-    committed = {p.name: p.read_bytes() for p in (run_dir / "parts").glob("shard-*.parquet")}
+    committed = {p.name: p.read_bytes() for p in (run_dir / "parts").glob("part-*.parquet")}
     assert committed
     result = run_factory(vllm_store, *extra)
     assert result.returncode == 0, result.stderr[-5000:]

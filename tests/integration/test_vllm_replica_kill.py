@@ -38,12 +38,12 @@ from .conftest import ROOT, factory_cmd
 pytestmark = pytest.mark.integration
 
 PROMPTS, SAMPLES, SHARD = 8, 2, 2
-EXTRA = (f"source.limit={PROMPTS}", f"run.shard_size={SHARD}", f"teacher.max_num_seqs={SHARD * SAMPLES}",
+EXTRA = (f"source.limit={PROMPTS}", f"run.shard_size={SHARD}", f"teacher.max_num_seqs={SHARD * SAMPLES}", "run.part_seconds=0", "run.part_seconds=0",
          "run.inflight_factor=1.0")
 
 
 def _parts(store: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (store / "it" / ".runs").glob("*/parts/shard-*.parquet")}
+    return {p.name: p.read_bytes() for p in (store / "it" / ".runs").glob("*/parts/part-*.parquet")}
 
 
 def _launch(cmd: list[str], log: Path) -> subprocess.Popen:

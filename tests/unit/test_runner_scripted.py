@@ -50,7 +50,9 @@ def test_generate_versions_and_reasons(tmp_path: Path) -> None:
     # Startup and tail figures: the first verified trace came after the engine was ready and no
     # later than the first accepted one; the tail (last completion -> last commit) is measured.
     assert st["engine_ready_s"] <= st["first_verified_s"] <= st["first_accept_s"] <= st["wall_s"]
-    assert 0 < st["tail_s"] < st["generation_s"]
+    # (A scripted engine answers at once: the last completion may come within a millisecond of the
+    # first dispatch, and both figures round to the same value.)
+    assert 0 < st["tail_s"] <= st["generation_s"]
     assert r1.version_dir.name == "v1" and not r1.resumed
     all_rows = datasets.load_dataset(str(r1.version_dir), "all", split="train")
     default = datasets.load_dataset(str(r1.version_dir), "default", split="train")

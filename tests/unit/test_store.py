@@ -98,7 +98,7 @@ def test_commit_part_keys_shards_and_replace(tmp_path):
     assert rd.read_table().num_rows == 0 and rd.read_table().schema == PART_SCHEMA
 
     p = rd.commit_part(12, make_rows({"a": 0, "b": 1}))
-    assert p.name == "shard-00000012.parquet"
+    assert p.name == "part-00000001.parquet"
     rd.commit_part(3, make_rows({"c": 2}))
     assert rd.committed_shards() == {3, 12}
     assert rd.committed_keys() == {("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1)}
@@ -107,21 +107,18 @@ def test_commit_part_keys_shards_and_replace(tmp_path):
     assert t["prompt_id"].to_pylist() == ["c", "c", "a", "a", "b", "b"]  # shard order
     assert pq.ParquetFile(p).metadata.row_group(0).column(0).compression == "ZSTD"
 
-    # Committing shard 12 again replaces it: no duplicated rows, the new content wins.
-    rd.commit_part(12, make_rows({"a": 0}, n=3, tag=" retry"))
-    t = rd.read_table()
-    assert t.num_rows == 5
-    assert sorted(zip(t["prompt_id"].to_pylist(), t["sample_index"].to_pylist())) == [
-        ("a", 0), ("a", 1), ("a", 2), ("c", 0), ("c", 1)]
-    assert all("retry" in r for r in t.filter(pa.compute.equal(t["prompt_id"], "a"))["reasoning"].to_pylist())
+    # A shard is committed once: committing shard 12 again is refused, and nothing changes.
+    with pytest.raises(ValueError, match="committed already"):
+        rd.commit_part(12, make_rows({"a": 0}, n=3, tag=" retry"))
+    assert rd.read_table().num_rows == 6 and len(rd.part_files()) == 2
 
     # An empty shard is still committed, so resume does not redo it.
     rd.commit_part(7, [])
-    assert 7 in rd.committed_shards() and rd.read_table().num_rows == 5
+    assert 7 in rd.committed_shards() and rd.read_table().num_rows == 6
 
     # A fresh RunDir over the same path sees the same committed state (resume reads the disk).
     again = RunDir.of(tmp_path / "ds", "run-1").create()
-    assert again.committed_shards() == {3, 7, 12} and len(again.committed_keys()) == 5
+    assert again.committed_shards() == {3, 7, 12} and len(again.committed_keys()) == 6
     again.remove()
     assert not rd.path.exists() and rd.committed_shards() == set()
 
@@ -146,7 +143,7 @@ def test_crash_leftover_temp_is_ignored_and_cleaned(tmp_path):
     rd = RunDir(tmp_path / "run")
     rd.commit_part(0, make_rows({"a": 0}))
     # What a SIGKILL between write and rename leaves: a partial temp file.
-    leftover = rd.parts_dir / ".shard-00000001.deadbeef0000.tmp"
+    leftover = rd.parts_dir / ".part-00000002.deadbeef0000.tmp"
     leftover.write_bytes(b"PAR1 half a file")
     assert rd.committed_shards() == {0}
     assert rd.read_table().num_rows == 2
@@ -166,10 +163,57 @@ def test_failed_commit_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk gone"):
-        rd.commit_part(0, make_rows({"z": 0}))
+        rd.commit_part(1, make_rows({"z": 0}))
     monkeypatch.undo()
     assert snapshot(rd.parts_dir) == before  # old part intact, no temp file
     assert rd.temp_files() == []
+
+
+def test_writer_gathers_shards_into_parts_with_an_index(tmp_path):
+    """Shards arriving out of order become one part: a row group per contiguous shard range, rows
+    sorted; the index names it; the version build reads it in shard order and equals one table's."""
+    rd = RunDir(tmp_path / "run")
+    w = rd.writer(target_bytes=1 << 30, max_age_s=3600)
+    shard_rows = {k: make_rows({f"p{k}a": 2 * k, f"p{k}b": 2 * k + 1}) for k in range(8)}
+    for k in (1, 0, 3, 2, 6, 4, 7):  # 5 is still out: two ranges, 0-4 and 6-7
+        assert w.add(k, shard_rows[k]) is None
+    assert rd.committed_shards() == set() and w.pending_shards == 7  # gathered, not committed
+    part = w.flush()
+    assert rd.committed_shards() == {0, 1, 2, 3, 4, 6, 7} and len(rd.part_files()) == 1
+    assert [(g.first_shard, g.last_shard, g.rows) for g in rd.groups()] == [(0, 4, 20), (6, 7, 8)]
+    assert pq.ParquetFile(part).metadata.num_row_groups == 2
+    (line,) = rd.parts()
+    assert line["rows"] == 28 and line["bytes"] == part.stat().st_size
+    w.add(5, shard_rows[5])
+    w.add(8, [])  # an empty shard: committed, no row group
+    w.flush()
+    assert rd.committed_shards() == set(range(9))
+    t = rd.read_table()
+    assert t["prompt_index"].to_pylist() == sorted(t["prompt_index"].to_pylist())  # shard order = prompt order
+    all_rows = [r for k in range(8) for r in shard_rows[k]]
+    assert data_files(build_version(tmp_path / "a", rd, INFO)) == data_files(
+        build_version(tmp_path / "b", table_of(all_rows), INFO))
+    # A size bound writes a part as soon as it is reached; a time bound once the oldest waited.
+    sized = RunDir(tmp_path / "sized").writer(target_bytes=1, max_age_s=3600)
+    assert sized.add(0, shard_rows[0]) is not None
+    timed = RunDir(tmp_path / "timed").writer(target_bytes=1 << 30, max_age_s=0)
+    assert timed.add(0, shard_rows[0]) is not None
+
+
+def test_crash_between_rename_and_index_line_commits_nothing(tmp_path):
+    """A renamed part no index line names, and a torn last line, are not committed; clean_temp
+    removes both, and the next commit appends a whole line."""
+    rd = RunDir(tmp_path / "run")
+    rd.commit_part(0, make_rows({"a": 0}))
+    orphan = rd.parts_dir / "part-00000002.parquet"
+    orphan.write_bytes((rd.parts_dir / "part-00000001.parquet").read_bytes())
+    with rd.index_path.open("a") as f:
+        f.write('{"part": "part-00000002.parquet", "gro')  # the process died mid-line
+    assert rd.committed_shards() == {0} and rd.part_files() == [rd.parts_dir / "part-00000001.parquet"]
+    assert rd.temp_files() == [orphan]
+    assert rd.clean_temp() == 1 and not orphan.exists()
+    rd.commit_part(1, make_rows({"b": 1}))
+    assert rd.committed_shards() == {0, 1} and rd.read_table().num_rows == 4
 
 
 # ----------------------------------------------------------------------------- versions
