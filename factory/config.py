@@ -13,12 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from factory.errors import UserError
+from factory.common.files import load_yaml_file
+from factory.errors import ConfigError
 from factory.prefilter.config import PrefilterConfig
 
-
-class ConfigError(UserError, ValueError):
-    """A config that cannot run; the message says what to change."""
+__all__ = ["Config", "ConfigError", "load_config", "apply_overrides"]
 
 
 class Section(BaseModel):
@@ -293,12 +292,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, ori
     """Read YAML (or take `data`), apply `--set` overrides, validate. Raises ConfigError."""
     if data is None:
         p = Path(path)  # type: ignore[arg-type]
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found; the configs shipped are in configs/")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {p} is not valid YAML: {e}") from None
+        data = load_yaml_file(p, missing_hint="; the configs shipped are in configs/")
         origin = origin or str(p)
     if not isinstance(data, dict):
         raise ConfigError(f"config {origin} must be a mapping at the top level")

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     pass
+
+
+class ConfigError(UserError, ValueError):
+    """A config that cannot run; the message says what to change."""

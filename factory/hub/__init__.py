@@ -20,19 +20,21 @@ never logged, never written, and scrubbed from every error message we raise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import random
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from factory.common.files import sha256_bytes, sha256_file
+from factory.common.retry import TRANSIENT_STATUS, RetryPolicy
+from factory.common.retry import scrub as scrub_secrets
 from factory.errors import UserError
+from factory.store.layout import CARD_NAME, MANIFEST_NAME, version_number
+from factory.store.manifest import VersionError, load_verified_manifest
 
 if TYPE_CHECKING:  # huggingface_hub is imported lazily: `import factory` stays fast
     from huggingface_hub import HfApi
@@ -40,10 +42,6 @@ if TYPE_CHECKING:  # huggingface_hub is imported lazily: `import factory` stays 
 log = logging.getLogger(__name__)
 
 REPO_TYPE = "dataset"
-MANIFEST_NAME = "manifest.json"
-CARD_NAME = "README.md"
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_VERSION_TAG = re.compile(r"v([1-9][0-9]*)")
 T = TypeVar("T")
 
 
@@ -66,42 +64,23 @@ class HubIntegrityError(HubError):
     """A downloaded file does not match the manifest's sha256."""
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounded tries; sleep = uniform(0, min(cap, base * 2**attempt)) ("full jitter")."""
-
-    tries: int = 5
-    base: float = 1.0
-    cap: float = 20.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap, self.base * (2 ** attempt)))
-
-
-DEFAULT_RETRY = RetryPolicy()
+DEFAULT_RETRY = RetryPolicy(tries=5, base=1.0, cap=20.0, jitter="full")
 
 
 # ----------------------------------------------------------------------------- secrets
 
 
-_TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
-
-
 def _secrets(extra: Iterable[str | None] = ()) -> list[str]:
     from huggingface_hub import get_token
 
-    found = {s for s in (*extra, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"),
-                         get_token()) if s}
-    return sorted(found, key=len, reverse=True)
+    return [s for s in (*extra, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"),
+                        get_token()) if s]
 
 
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """`text` with every known token, `hf_...` token-like word and bearer value replaced by ***."""
-    for s in _secrets(secrets):
-        text = text.replace(s, "***")
-    text = _TOKEN_LIKE.sub("hf_***", text)
-    return _BEARER.sub(r"\1***", text)
+    """`text` with every known token (given, HF_TOKEN, the saved login), `hf_...` token-like
+    word and bearer value replaced by *** (factory.common.retry.scrub with the Hub's tokens)."""
+    return scrub_secrets(text, _secrets(secrets))
 
 
 # ----------------------------------------------------------------------------- retries
@@ -204,20 +183,6 @@ def _token_of(api: HfApi, token: str | None) -> str | None:
     return token or getattr(api, "token", None) or get_token()
 
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def version_number(tag: str) -> int | None:
-    m = _VERSION_TAG.fullmatch(tag)
-    return int(m.group(1)) if m else None
-
-
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """"ORG/NAME@v2" -> ("ORG/NAME", "v2"); "ORG/NAME" -> ("ORG/NAME", None)."""
     repo_id, _, rev = ref.partition("@")
@@ -263,12 +228,10 @@ class PublishResult:
 
 
 def _local_version(version_dir: Path) -> tuple[dict[str, Any], bytes]:
-    from factory.store.manifest import load_manifest, verify_files
-
-    problems = verify_files(version_dir)
-    if problems:
-        raise HubError(f"{version_dir} fails its manifest check, refusing to publish: {'; '.join(problems[:5])}")
-    manifest = load_manifest(version_dir)
+    try:
+        manifest = load_verified_manifest(version_dir, "refusing to publish: version")
+    except VersionError as e:
+        raise HubError(str(e)) from None
     if version_number(str(manifest.get("version"))) is None:
         raise HubError(f"{version_dir}/{MANIFEST_NAME} has no version like 'v3' (got {manifest.get('version')!r})")
     return manifest, (version_dir / MANIFEST_NAME).read_bytes()
@@ -304,7 +267,7 @@ def publish_version(version_dir: str | Path, repo_id: str, private: bool = False
     # Idempotence: the tag exists -> same manifest means done, another manifest means conflict.
     if version in tags:
         remote = call(lambda: _remote_json(api, repo_id, MANIFEST_NAME, tags[version], token), "read the manifest of")
-        if remote is not None and _sha256_bytes(remote[1]) == _sha256_bytes(manifest_raw):
+        if remote is not None and sha256_bytes(remote[1]) == sha256_bytes(manifest_raw):
             log.info("%s already published to %s", version, repo_id)
             return PublishResult(repo_id, version, version, tags[version], url, already_published=True)
         raise HubConflictError(
@@ -322,7 +285,7 @@ def publish_version(version_dir: str | Path, repo_id: str, private: bool = False
     present = set(call(lambda: api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=main, token=token),
                        "list files of")) if main else set()
 
-    if remote_main is not None and _sha256_bytes(remote_main[1]) == _sha256_bytes(manifest_raw):
+    if remote_main is not None and sha256_bytes(remote_main[1]) == sha256_bytes(manifest_raw):
         # An earlier run committed this version but died before tagging: tag that commit.
         commit_oid, uploaded, reused, deleted = main, [], sorted(remote_files), []
     else:
@@ -451,7 +414,7 @@ def pull(repo_id: str, revision: str | None, config: str | None = None, to: str 
         path = root / e["path"]
         if not path.is_file():
             raise HubIntegrityError(f"{e['path']} is listed in the manifest of {repo_id}@{revision} but was not downloaded")
-        if _sha256_file(path) != e["sha256"]:
+        if sha256_file(path) != e["sha256"]:
             raise HubIntegrityError(f"{e['path']} of {repo_id}@{revision}: sha256 differs from the manifest "
                                     "(corrupt download or tampered file)")
     log.info("pulled %s@%s (%d file(s) checked) to %s", repo_id, revision, len(entries), root)

@@ -40,7 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from factory.common.files import load_yaml_file, read_jsonl
 from factory.config import Config, ConfigError, load_config
+from factory.store.manifest import load_verified_manifest
+from factory.store.version import latest_version
 from factory.errors import UserError
 from factory.verifiers.parsing import EXTRACTION_MODES, make_trace
 from factory.store.schema import ALL_SCHEMA
@@ -95,24 +98,16 @@ def _jsonl_chunks(path: Path, batch_rows: int,
                   warn: bool = True) -> Iterator[tuple[list[dict[str, Any]], dict[int, str]]]:
     rows: list[dict[str, Any]] = []
     bad: dict[int, str] = {}
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                if warn:
-                    log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:invalid_json",
-                                path, lineno, e)
-                obj = None
-            if not isinstance(obj, dict):
-                bad[len(rows)] = "invalid_json" if obj is None else "not_an_object"
-                obj = {}
-            rows.append(obj)
-            if len(rows) >= batch_rows:
-                yield rows, bad
-                rows, bad = [], {}
+    for line in read_jsonl(path):
+        if line.row is None:
+            if warn and line.problem == "invalid_json":
+                log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:invalid_json",
+                            path, line.lineno, line.detail)
+            bad[len(rows)] = line.problem or "invalid_json"
+        rows.append(line.row if line.row is not None else {})
+        if len(rows) >= batch_rows:
+            yield rows, bad
+            rows, bad = [], {}
     if rows:
         yield rows, bad
 
@@ -174,8 +169,6 @@ def _is_version(path: Path) -> bool:
 
 def open_input(path: str | Path, batch_rows: int = BATCH_ROWS) -> Input:
     """A version dir (STORE/NAME/vN; STORE/NAME means its newest), or a .jsonl/.json/.parquet file."""
-    from factory.store.version import latest_version, load_manifest, verify_files
-
     p = Path(path).expanduser()
     if p.is_dir() and not _is_version(p):
         latest = latest_version(p)
@@ -185,10 +178,7 @@ def open_input(path: str | Path, batch_rows: int = BATCH_ROWS) -> Input:
         log.warning("%s: verifying its newest version, %s", p, latest.name)
         p = latest
     if _is_version(p):
-        problems = verify_files(p)
-        if problems:
-            raise UserError(f"version {p} fails its manifest check: {'; '.join(problems[:5])}")
-        manifest = load_manifest(p)
+        manifest = load_verified_manifest(p)
         files = [p / f["path"] for f in manifest["files"] if f["config"] == "all"]
         rows = sum(f["rows"] for f in manifest["files"] if f["config"] == "all")
         return Input(p, "version", ALL_SCHEMA, rows, manifest, files)
@@ -219,19 +209,9 @@ def resolve_config(inp: Input, config_path: str | Path | None = None, verifiers:
     """The verifiers to run: `verifiers` names (default params), else a YAML config (a run config,
     or just a `verifiers:` list), else the version's own, else truncation + math (+ code instead
     of math for rows with `tests`). `overrides` are `--set` items applied on top."""
-    import yaml
-
     if config_path is not None:
-        cp = Path(config_path)
-        if not cp.is_file():
-            raise ConfigError(f"config file {cp} not found")
-        try:
-            data = yaml.safe_load(cp.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {cp} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {cp} must be a mapping at the top level")
-        origin = str(cp)
+        data = load_yaml_file(config_path)
+        origin = str(Path(config_path))
     elif inp.manifest is not None:
         # Only what verification needs: the rest of an old run config may not validate any more.
         m = inp.manifest

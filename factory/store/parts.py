@@ -34,9 +34,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.store.layout import RUNS_DIR
 from factory.store.schema import PART_SCHEMA
 
-RUNS_DIR = ".runs"
 INDEX_NAME = "index.jsonl"
 _PART_RE = re.compile(r"^part-(\d{8,})\.parquet$")
 _TEMP_SUFFIX = ".tmp"

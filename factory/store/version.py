@@ -45,16 +45,18 @@ from factory.store.manifest import (
     file_entry,
     finalize,
     load_manifest,
+    load_verified_manifest,
     now_utc,
     verifier_names,
     verify_files,
 )
+from factory.store.layout import version_number
 from factory.store.parts import RunDir, fsync_dir, write_parquet_durably
 from factory.store.rows import VersionRows, run_chunks, scan_rows, table_chunks, version_chunks
 from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA
 
 __all__ = ["VersionError", "VersionInfo", "build_version", "clean_stale_builds", "latest_version",
-           "list_versions", "load_manifest", "read_version_table", "verify_files"]
+           "list_versions", "load_manifest", "read_version_table", "verify_files", "version_number"]
 
 CONFIGS = {"default": DEFAULT_SCHEMA, "all": ALL_SCHEMA}
 SPLIT = "train"
@@ -80,14 +82,6 @@ class VersionInfo:
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def version_number(name: str) -> int | None:
-    """3 for "v3"; None for anything else ("v03", ".build-...", "v")."""
-    digits = name[1:]
-    if name[:1] == "v" and digits.isdigit() and not digits.startswith("0"):
-        return int(digits)
-    return None
 
 
 def read_version_table(version_dir: str | Path, config: str = "all") -> pa.Table:
@@ -307,10 +301,7 @@ def build_version(dataset_dir: str | Path, rows: pa.Table | RunDir, info: dict[s
     parent_manifest: dict[str, Any] | None = None
     if parent is not None:
         parent = Path(parent)
-        problems = verify_files(parent)
-        if problems:
-            raise VersionError(f"parent version {parent} fails its manifest check: {problems[:5]}")
-        parent_manifest = load_manifest(parent)
+        parent_manifest = load_verified_manifest(parent, "parent version")
     new = run_chunks(rows) if isinstance(rows, RunDir) else table_chunks(rows)
     scanned = scan_rows(new, version_chunks(parent) if parent is not None else [], verifier_names(info))
     added_prompts, added_rows = scanned.added_prompts, scanned.added_rows

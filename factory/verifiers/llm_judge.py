@@ -27,13 +27,13 @@ import asyncio
 import hashlib
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from factory.common.lru import LockedLRU
 from factory.errors import UserError
 from factory.verifiers.parsing import extract_answer, split_reasoning
 from factory.types import Prompt, Trace, Verdict
@@ -175,7 +175,7 @@ class LLMJudgeVerifier(Verifier):
         self._thread: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         # Samples of one prompt often repeat the same wrong answer: ask once per distinct question.
-        self._cache: OrderedDict[str, tuple[bool | None, str]] = OrderedDict()
+        self._cache: LockedLRU[str, tuple[bool | None, str]] = LockedLRU(_CACHE_SIZE)
         self.requests = 0  # judge calls made (for tests and logs)
 
     # -- which traces ---------------------------------------------------------------------------
@@ -223,10 +223,7 @@ class LLMJudgeVerifier(Verifier):
             question = render_question(self.params.template, trace.prompt.problem or "",
                                        trace.prompt.reference or "", trace.extracted_answer or "")
             key = hashlib.sha256(question.encode("utf-8", "surrogatepass")).hexdigest()
-            with self._lock:
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
+            hit = self._cache.get(key)
             if hit is not None:
                 out[i] = self.verdict(*hit)
             else:
@@ -236,10 +233,7 @@ class LLMJudgeVerifier(Verifier):
             for key, (_, positions) in todo.items():
                 passed, reason = answers[key]
                 if reason != "judge_error":  # a failed request may work next time
-                    with self._lock:
-                        self._cache[key] = (passed, reason)
-                        if len(self._cache) > _CACHE_SIZE:
-                            self._cache.popitem(last=False)
+                    self._cache.put(key, (passed, reason))
                 for i in positions:
                     out[i] = self.verdict(passed, reason)
         return out
