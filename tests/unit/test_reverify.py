@@ -14,7 +14,6 @@ import pytest
 from factory.cli import main
 from factory.config import ConfigError
 from factory.reverify import (
-    _progress,
     default_output,
     open_input,
     output_schema,
@@ -23,6 +22,7 @@ from factory.reverify import (
     reverify,
     row_trace,
 )
+from factory.reverify.run import _progress
 from factory.store.schema import PART_SCHEMA, trace_row
 from factory.store.version import build_version, list_versions, read_version_table
 from factory.types import Completion, Prompt, Trace, Verdict
