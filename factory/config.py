@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.common.files import load_yaml_file
+from factory.common.section import Section
+from factory.engines.base import check_engine_config
+from factory.engines.config import SamplingConfig, TeacherConfig
 from factory.errors import ConfigError
 from factory.prefilter.config import PrefilterConfig
+from factory.verifiers.base import answer_extraction, check_verifier_specs
 
-__all__ = ["Config", "ConfigError", "load_config", "apply_overrides"]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+# TeacherConfig and SamplingConfig live in factory.engines.config; named here for the run config's users.
+__all__ = ["Config", "ConfigError", "SamplingConfig", "Section", "TeacherConfig", "VerifierSpec", "apply_overrides",
+           "load_config"]
 
 
 class ColumnsConfig(Section):
@@ -71,53 +73,6 @@ class PromptConfig(Section):
                 f"prompt.template is not a valid format string ({e}); write literal braces as {{{{ }}}}"
             ) from None
         return v
-
-
-class TeacherConfig(Section):
-    engine: str = "vllm"
-    # A local directory, a Hub id, or "builtin:smollm2-135m-instruct" (converted once, cached).
-    model: str = "builtin:smollm2-135m-instruct"
-    revision: str | None = None
-    # "auto": the checkpoint's dtype on a GPU; on CPU bf16 where the CPU has it natively, else float32.
-    dtype: str = "bfloat16"
-    max_model_len: int = Field(default=4096, ge=16)
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    pipeline_parallel_size: int = Field(default=1, ge=1)
-    replicas: int | Literal["auto"] = "auto"  # auto: one per GPU group, or one on CPU
-    # On CPU vLLM reads this as a fraction of RAM: 0.92 fails on a 24 GiB machine, 0.4 works.
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    # vLLM's default of 1024 running sequences overflows its largest CUDA graph (512) and runs
-    # about 40% slower on an H100 with n=4; 512 keeps it inside.
-    max_num_seqs: int = Field(default=256, ge=1)
-    cpus_per_replica: int | None = Field(default=None, ge=1)  # CPU replicas: default all cores
-    expects_think_tags: bool = False  # the teacher writes <think>...</think> (R1 and its distills)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through to the engine
-
-    @field_validator("replicas")
-    @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("teacher.replicas must be >= 1 or 'auto'")
-        return v
-
-
-class SamplingConfig(Section):
-    n: int = Field(default=4, ge=1)
-    temperature: float = Field(default=0.6, ge=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=2048, ge=1)
-    seed: int = 0
-    ignore_eos: bool = False  # benchmarks only: every request runs to max_tokens
-    # Adaptive sampling: ask in rounds and stop a prompt once this many traces are accepted
-    # (or n is reached). None: always n samples.
-    stop_after_accepted: int | None = Field(default=None, ge=1)
-    round_size: int | None = Field(default=None, ge=1)  # samples per round; default stop_after_accepted
-
-    @model_validator(mode="after")
-    def _adaptive(self) -> "SamplingConfig":
-        if self.stop_after_accepted is not None and self.stop_after_accepted > self.n:
-            raise ValueError(f"sampling.stop_after_accepted ({self.stop_after_accepted}) cannot exceed n ({self.n})")
-        return self
 
 
 class VerifierSpec(Section):
@@ -209,41 +164,14 @@ class Config(Section):
                 f"sampling.max_tokens ({self.sampling.max_tokens}) must be below "
                 f"teacher.max_model_len ({self.teacher.max_model_len}) to leave room for the prompt"
             )
-        # Verifier names and parameters are checked by each verifier's own schema.
-        from factory.verifiers import VERIFIERS
-
-        names = [v.name for v in self.verifiers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"verifiers listed twice: {dupes}")
-        for spec in self.verifiers:
-            try:
-                cls = VERIFIERS.get(spec.name)
-            except KeyError as e:
-                raise ValueError(str(e.args[0])) from None
-            cls.Params.model_validate(spec.params())
-        for i, spec in enumerate(self.verifiers):
-            if spec.name == "llm_judge":
-                after = spec.params().get("only_after", "math")
-                if after is not None and after not in names[:i]:
-                    raise ValueError(f"verifiers: llm_judge judges {after!r} rejects; list {after!r} before llm_judge")
-        from factory.engines import ENGINES
-
-        try:
-            engine_cls = ENGINES.get(self.teacher.engine)
-        except KeyError as e:
-            raise ValueError(str(e.args[0])) from None
-        params = getattr(engine_cls, "Params", None)
-        if params is not None:  # engines with a schema check their kwargs before Ray starts
-            params.model_validate(self.teacher.engine_kwargs)
+        # Each verifier and engine checks its own parameters; config names none of them.
+        check_verifier_specs([(v.name, v.params()) for v in self.verifiers])
+        check_engine_config(self.teacher.engine, self.teacher.engine_kwargs)
         return self
 
     def answer_extraction(self) -> str:
-        """How answers are pulled out of completions: the math verifier's `extraction`, or boxed."""
-        for spec in self.verifiers:
-            if spec.name == "math":
-                return spec.params().get("extraction", "boxed")
-        return "boxed"
+        """How answers are pulled out of completions (the verifiers say; default boxed)."""
+        return answer_extraction([(v.name, v.params()) for v in self.verifiers])
 
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""

@@ -41,6 +41,14 @@ class Engine(ABC):
         """Decides how the runner sizes and places replicas; `teacher` is the teacher config."""
         return cls.accelerator
 
+    @classmethod
+    def check_config(cls, engine_kwargs: dict[str, Any]) -> None:
+        """Validate `teacher.engine_kwargs` before any replica starts. Engines with a `Params`
+        schema check it; others take their kwargs as they come."""
+        params = getattr(cls, "Params", None)
+        if params is not None:
+            params.model_validate(engine_kwargs)
+
     def info(self) -> dict:
         """Facts for the manifest (model, revision, engine version)."""
         return {}
@@ -66,3 +74,16 @@ async def as_finished(awaitables: Iterable[Awaitable[T]]) -> AsyncIterator[T]:
 
 
 ENGINES: Registry[Engine] = Registry("engine", "factory.engines")
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The registered class; an unknown name is a ValueError listing the known ones."""
+    try:
+        return ENGINES.get(name)
+    except KeyError as e:
+        raise ValueError(str(e.args[0])) from None
+
+
+def check_engine_config(name: str, engine_kwargs: dict[str, Any]) -> None:
+    """Config's check of the teacher's engine: a known name, and its own check of its kwargs."""
+    engine_class(name).check_config(engine_kwargs)

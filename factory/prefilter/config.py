@@ -8,14 +8,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from factory.common.section import Section as _Section
 
 BenchmarkName = Literal["math500", "aime24", "aime25", "gpqa_diamond", "livecodebench"]
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DedupConfig(_Section):

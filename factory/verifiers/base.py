@@ -33,6 +33,21 @@ class Verifier(ABC):
     # rejects) set this and accept `prior=` in verify_many.
     wants_prior: ClassVar[bool] = False
 
+    @classmethod
+    def check_config(cls, params: dict[str, Any], earlier: Sequence[str]) -> BaseModel:
+        """Validate this verifier's parameters, where it stands in the list (`earlier`: the names
+        listed before it). Raises ValueError / pydantic's ValidationError with the fix."""
+        return cls.Params.model_validate(params)
+
+    @classmethod
+    def answer_extraction(cls, params: dict[str, Any]) -> str | None:
+        """How this verifier wants answers taken from completions, if it has a say: the value of
+        its `extraction` parameter, when its Params declare one."""
+        field = cls.Params.model_fields.get("extraction")
+        if field is None:
+            return None
+        return params.get("extraction", field.default)
+
     def __init__(self, params: BaseModel, context: dict[str, Any] | None = None):
         self.params = params
         self.context = context or {}  # run-level facts: teacher.expects_think_tags, workers...
@@ -59,6 +74,34 @@ class Verifier(ABC):
 
 
 VERIFIERS: Registry[Verifier] = Registry("verifier", "factory.verifiers")
+
+
+def verifier_class(name: str) -> type[Verifier]:
+    """The registered class; an unknown name is a ValueError listing the known ones."""
+    try:
+        return VERIFIERS.get(name)
+    except KeyError as e:
+        raise ValueError(str(e.args[0])) from None
+
+
+def check_verifier_specs(specs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Config's check of `verifiers:` ((name, params) in order): known names, none twice, and each
+    verifier's own check of its parameters."""
+    names = [name for name, _ in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"verifiers listed twice: {dupes}")
+    for i, (name, params) in enumerate(specs):
+        verifier_class(name).check_config(params, names[:i])
+
+
+def answer_extraction(specs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """The extraction mode of the first verifier that names one; "boxed" when none does."""
+    for name, params in specs:
+        mode = verifier_class(name).answer_extraction(params)
+        if mode is not None:
+            return mode
+    return "boxed"
 
 
 def build_verifiers(specs: Sequence[Any], context: dict[str, Any] | None = None) -> list[Verifier]:

@@ -34,6 +34,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from factory.common.lru import LockedLRU
+from factory.engines.base import ENGINES
+from factory.engines.config import SamplingConfig, TeacherConfig
 from factory.errors import UserError
 from factory.verifiers.parsing import extract_answer, split_reasoning
 from factory.types import Prompt, Trace, Verdict
@@ -132,9 +134,6 @@ class JudgeParams(BaseModel):
 
     @model_validator(mode="after")
     def _engine_settings(self) -> "JudgeParams":
-        from factory.config import TeacherConfig
-        from factory.engines import ENGINES
-
         try:
             ENGINES.get(self.engine)
         except KeyError as e:
@@ -146,15 +145,11 @@ class JudgeParams(BaseModel):
         return self
 
     def teacher_dict(self) -> dict[str, Any]:
-        from factory.config import TeacherConfig
-
         t = TeacherConfig.model_validate({**self.teacher, "engine": self.engine, "model": self.model,
                                           "revision": self.revision, "engine_kwargs": self.engine_kwargs})
         return t.model_dump(mode="json")
 
     def sampling_dict(self) -> dict[str, Any]:
-        from factory.config import SamplingConfig
-
         # One greedy sample: a judge should answer the same way every time it is asked.
         s = SamplingConfig(n=1, temperature=self.temperature, top_p=1.0, max_tokens=self.max_tokens, seed=self.seed)
         return s.model_dump(mode="json")
@@ -167,6 +162,14 @@ class LLMJudgeVerifier(Verifier):
     advisory = True
     wants_prior = True
     params: JudgeParams
+
+    @classmethod
+    def check_config(cls, params: dict[str, Any], earlier: Sequence[str]) -> BaseModel:
+        checked = JudgeParams.model_validate(params)
+        after = checked.only_after
+        if after is not None and after not in earlier:
+            raise ValueError(f"verifiers: llm_judge judges {after!r} rejects; list {after!r} before llm_judge")
+        return checked
 
     def __init__(self, params: BaseModel, context: dict[str, Any] | None = None):
         super().__init__(params, context)

@@ -56,3 +56,55 @@ def test_fingerprint_ignores_where_output_goes() -> None:
     b = load_config(ROOT / "configs/default.yaml", ["output.store=/elsewhere", "run.progress=false"])
     c = load_config(ROOT / "configs/default.yaml", ["sampling.seed=1"])
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_config_asks_each_verifier_and_engine_to_check_itself() -> None:
+    """A verifier or engine added in one file brings its own checks; config names neither."""
+    from pydantic import BaseModel, ConfigDict
+
+    from factory.engines.base import ENGINES
+    from factory.engines.scripted import ScriptedEngine
+    from factory.verifiers.base import VERIFIERS, Verifier
+
+    class P(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        extraction: str = "last_number"
+        needs: str = "truncation"
+
+    class Picky(Verifier):
+        Params = P
+
+        @classmethod
+        def check_config(cls, params, earlier):
+            checked = P.model_validate(params)
+            if checked.needs not in earlier:
+                raise ValueError(f"picky needs {checked.needs!r} before it")
+            return checked
+
+        def verify(self, trace):  # pragma: no cover - never run here
+            return self.verdict(True)
+
+    class Strict(ScriptedEngine):
+        @classmethod
+        def check_config(cls, engine_kwargs):
+            if engine_kwargs.get("speed") != "fast":
+                raise ValueError("strict engine: set engine_kwargs.speed: fast")
+
+    VERIFIERS.register("picky_test")(Picky)
+    ENGINES.register("strict_test")(Strict)
+    try:
+        base = ["source.builtin=arithmetic", "verifiers=[{name: truncation}, {name: picky_test}]"]
+        cfg = load_config(None, base, data={})
+        assert cfg.answer_extraction() == "last_number"  # the verifier's own default, not config's
+        with pytest.raises(ConfigError, match="picky needs 'truncation' before it"):
+            load_config(None, ["source.builtin=arithmetic", "verifiers=[{name: picky_test}, {name: truncation}]"],
+                        data={})
+        with pytest.raises(ConfigError, match="typo: unknown key"):
+            load_config(None, [*base[:1], "verifiers=[{name: truncation}, {name: picky_test, typo: 1}]"], data={})
+        with pytest.raises(ConfigError, match="set engine_kwargs.speed: fast"):
+            load_config(None, [*base, "teacher.engine=strict_test"], data={})
+        assert load_config(None, [*base, "teacher.engine=strict_test", "teacher.engine_kwargs={speed: fast}"],
+                           data={}).teacher.engine == "strict_test"
+    finally:
+        VERIFIERS._classes.pop("picky_test", None)
+        ENGINES._classes.pop("strict_test", None)
