@@ -42,6 +42,17 @@ class Engine(ABC):
         return cls.accelerator
 
     @classmethod
+    def accelerator_present(cls) -> bool:
+        """Whether this machine has the accelerator the engine would use (CUDA for vLLM)."""
+        return False
+
+    @classmethod
+    def cpu_replica_env(cls, cpus: int) -> dict[str, str]:
+        """Environment variables a replica of this engine on `cpus` CPU cores must start with
+        (the runner sets them on a Ray actor, or in its own process for the local backend)."""
+        return {}
+
+    @classmethod
     def check_config(cls, engine_kwargs: dict[str, Any]) -> None:
         """Validate `teacher.engine_kwargs` before any replica starts. Engines with a `Params`
         schema check it; others take their kwargs as they come."""

@@ -34,6 +34,14 @@ def _has_cuda() -> bool:
 class VLLMEngine(Engine):
     accelerator = True
 
+    @classmethod
+    def accelerator_present(cls) -> bool:
+        return _has_cuda()
+
+    @classmethod
+    def cpu_replica_env(cls, cpus: int) -> dict[str, str]:
+        return cpu_engine_env(cpus)
+
     def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
         self.teacher = teacher
         self.sampling = sampling

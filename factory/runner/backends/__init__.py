@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from factory.config import Config
+from factory.engines import ENGINES
 from factory.errors import UserError
 from factory.runner.backends.base import Backend, Replica
 from factory.runner.backends.cluster import ray_address, running_ray
@@ -48,11 +49,6 @@ def resolve_backend(cfg: Config) -> str:
 
 def _gpu_engine_here(cfg: Config) -> bool:
     """Whether the engine would take GPUs on this machine: those runs keep Ray's GPU placement."""
-    from factory.engines import ENGINES
-
     t = cfg.teacher
-    if not ENGINES.get(t.engine).needs_accelerator(t.model_dump(mode="json")):
-        return False
-    from factory.engines.vllm import _has_cuda
-
-    return _has_cuda()
+    engine = ENGINES.get(t.engine)
+    return engine.needs_accelerator(t.model_dump(mode="json")) and engine.accelerator_present()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from factory.config import Config
+from factory.engines import ENGINES
 from factory.errors import UserError
 from factory.runner.backends.placement import Placement, placement_for
 
@@ -59,8 +60,6 @@ def plan_replicas(cfg: Config) -> ReplicaPlan:
     """One replica per tensor/pipeline-parallel GPU group; on CPU, one per node."""
     import ray
 
-    from factory.engines import ENGINES
-
     t = cfg.teacher
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if not ENGINES.get(t.engine).needs_accelerator(t.model_dump(mode="json")):
@@ -78,9 +77,7 @@ def plan_replicas(cfg: Config) -> ReplicaPlan:
         raise RuntimeError("the Ray cluster has no CPUs or GPUs to place an engine replica on")
     cpus = t.cpus_per_replica or min(node_cpus)
     count = sum(c // cpus for c in node_cpus) if t.replicas == "auto" else t.replicas
-    from factory.engines.vllm import cpu_engine_env
-
-    return ReplicaPlan(max(count, 1), 0, cpus, cpu_engine_env(cpus))
+    return ReplicaPlan(max(count, 1), 0, cpus, ENGINES.get(t.engine).cpu_replica_env(cpus))
 
 
 def gpu_replica_count(replicas: int | str, tp: int, pp: int, node_gpus: list[int]) -> int:

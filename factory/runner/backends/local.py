@@ -26,8 +26,10 @@ import threading
 from typing import Any
 
 from factory.config import Config
+from factory.engines import ENGINES
 from factory.errors import UserError
 from factory.runner.backends.base import Backend, Replica
+from factory.runner.backends.cluster import replica_env
 from factory.runner.backends.group_guard import arm_process_guard, descendants
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ class LocalBackend(Backend):
         self._args = (cfg.teacher.engine, cfg.teacher.model_dump(mode="json"), cfg.sampling.model_dump(mode="json"))
         # What a Ray replica gets in its runtime env (cluster.py): the engine core process, started
         # from here, inherits it. Restored on close: the driver may be a longer-lived program.
-        self._saved_env = _set_env(engine_env(cfg.teacher.cpus_per_replica or os.cpu_count() or 1))
+        self._saved_env = _set_env(engine_env(cfg.teacher.engine, cfg.teacher.cpus_per_replica or os.cpu_count() or 1))
         self._calls: dict[Replica, set[concurrent.futures.Future]] = {}
         self._guard = arm_process_guard()
         self._loop = asyncio.new_event_loop()
@@ -123,12 +125,9 @@ class LocalBackend(Backend):
         _restore_env(self._saved_env)
 
 
-def engine_env(cpus: int) -> dict[str, str]:
+def engine_env(engine: str, cpus: int) -> dict[str, str]:
     """The engine takes every core (or teacher.cpus_per_replica), as a CPU Ray replica does."""
-    from factory.engines.vllm import cpu_engine_env
-    from factory.runner.backends.cluster import replica_env
-
-    return {**replica_env(), **cpu_engine_env(cpus)}
+    return {**replica_env(), **ENGINES.get(engine).cpu_replica_env(cpus)}
 
 
 def _set_env(env: dict[str, str]) -> dict[str, str | None]:
