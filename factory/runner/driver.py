@@ -15,11 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from factory.config import Config
 from factory.errors import UserError
+from factory.prefilter import apply_prefilters
+from factory.runner.backends import Replica, open_backend
 from factory.runner.progress import ProgressView, RunStats
 from factory.runner.runstate import mark_published, open_run, read_run_json, write_json_atomic
+from factory.runner.scheduler import Scheduler
 from factory.runner.shards import Shard, make_shards
 from factory.sources import PromptSet, load_prompts
+from factory.store.layout import dataset_path, version_path
+from factory.store.lock import dataset_lock
+from factory.store.parts import RunDir
+from factory.store.version import build_version, latest_version, load_manifest, published_prompt_ids
 from factory.types import Prompt
+from factory.verifiers.stage import VerifyStage
 
 if TYPE_CHECKING:
     from factory.runner.backends import Backend
@@ -36,11 +44,7 @@ class GenerateResult:
 
 
 def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
-    from factory.store.lock import dataset_lock
-    from factory.store.parts import RunDir
-    from factory.store.version import build_version, latest_version, load_manifest
-
-    dataset_dir = Path(cfg.output.store) / cfg.output.name
+    dataset_dir = dataset_path(cfg.output.store, cfg.output.name)
     with dataset_lock(dataset_dir):
         prompt_set = load_prompts(cfg)
         prompts, prefiltered, removed = _prefilter(cfg, prompt_set.prompts)
@@ -54,7 +58,7 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
                 latest = latest_version(dataset_dir)
                 meta["parent"] = latest.name if latest else None
                 write_json_atomic(run_path / "run.json", meta)
-            parent = dataset_dir / meta["parent"] if meta["parent"] else None
+            parent = version_path(dataset_dir, meta["parent"]) if meta["parent"] else None
             prompts = _not_yet_published(prompts, parent)
         if not prompts and parent is not None:
             log.warning("no prompts that %s does not hold already: no new version", parent.name)
@@ -90,8 +94,6 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
 def _prefilter(cfg: Config, prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int], list[tuple[Prompt, str]]]:
     if cfg.prefilter is None:
         return prompts, {}, []
-    from factory.prefilter import apply_prefilters
-
     kept, counts, removed = apply_prefilters(prompts, cfg.prefilter)
     for k, p in enumerate(kept):  # positions in the generated set: outputs are sorted by them
         p.index = k
@@ -114,12 +116,7 @@ def _record_removed(run_path: Path, removed: list[tuple[Prompt, str]]) -> None:
 def _not_yet_published(prompts: list[Prompt], parent: Path | None) -> list[Prompt]:
     if parent is None:
         return prompts
-    import pyarrow.parquet as pq
-
-    files = sorted((parent / "data" / "all").glob("*.parquet"))
-    published = set()
-    for f in files:
-        published.update(pq.read_table(f, columns=["prompt_id"]).column(0).to_pylist())
+    published = published_prompt_ids(parent)
     return [p for p in prompts if p.prompt_id not in published]
 
 
@@ -142,10 +139,6 @@ def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], 
 
 
 def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from factory.runner.backends import Replica, open_backend
-    from factory.runner.scheduler import Scheduler
-    from factory.verifiers.stage import VerifyStage
-
     backend = open_backend(cfg)
     workers = cfg.run.verify_workers if cfg.run.verify_workers != "auto" else max(1, os.cpu_count() or 1)
     stage = VerifyStage(cfg, workers)  # worker processes start while the engines load

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import Config
+from factory.store.layout import runs_dir
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -29,7 +30,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
 
 def open_run(dataset_dir: Path, cfg: Config, resume_id: str | None = None) -> tuple[Path, bool]:
     """Return (run_dir, resumed)."""
-    runs = dataset_dir / ".runs"
+    runs = runs_dir(dataset_dir)
     fp = cfg.fingerprint()
     if resume_id:
         run_dir = runs / resume_id

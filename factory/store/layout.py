@@ -33,6 +33,16 @@ def version_name(number: int) -> str:
     return f"v{number}"
 
 
+def dataset_path(store: str | Path, name: str) -> Path:
+    """A dataset's folder in a local store: STORE/NAME."""
+    return Path(store) / name
+
+
+def version_path(dataset_dir: str | Path, version: str) -> Path:
+    """A version's folder: STORE/NAME/vN."""
+    return Path(dataset_dir) / version
+
+
 def runs_dir(dataset_dir: str | Path) -> Path:
     """Where a dataset's runs live: STORE/NAME/.runs."""
     return Path(dataset_dir) / RUNS_DIR

@@ -50,7 +50,7 @@ from factory.store.manifest import (
     verifier_names,
     verify_files,
 )
-from factory.store.layout import version_number
+from factory.store.layout import config_dir, version_number
 from factory.store.parts import RunDir, fsync_dir, write_parquet_durably
 from factory.store.rows import VersionRows, run_chunks, scan_rows, table_chunks, version_chunks
 from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA
@@ -93,6 +93,14 @@ def read_version_table(version_dir: str | Path, config: str = "all") -> pa.Table
     entries = [f for f in load_manifest(version_dir)["files"] if f["config"] == config]
     tables = [pq.read_table(version_dir / f["path"], schema=schema) for f in entries]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def published_prompt_ids(version_dir: str | Path) -> set[str]:
+    """Every prompt_id a version holds (its `all` config), reading that one column only."""
+    published: set[str] = set()
+    for f in sorted(config_dir(version_dir, "all").glob("*.parquet")):
+        published.update(pq.read_table(f, columns=["prompt_id"]).column(0).to_pylist())
+    return published
 
 
 def list_versions(dataset_dir: str | Path) -> list[VersionInfo]:
