@@ -26,11 +26,12 @@ class Completion:
     prompt_id: str
     sample_index: int
     text: str
-    finish_reason: str  # "stop" | "length" | "error"
+    finish_reason: str  # "stop" | "length" | "abort" (an early-abort detector fired) | "error"
     prompt_tokens: int = 0
     num_tokens: int = 0
     reasoning_content: str | None = None  # when the engine separates reasoning itself
     error: str | None = None  # a per-request failure, kept as data (never fatal)
+    aborted_by: str | None = None  # the early-abort detector that stopped it (finish_reason "abort")
 
 
 @dataclass(slots=True, frozen=True)

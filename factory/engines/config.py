@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.common.section import Section
+from factory.degeneration import EarlyAbortConfig
 
 
 class TeacherConfig(Section):
@@ -52,9 +53,17 @@ class SamplingConfig(Section):
     # (or n is reached). None: always n samples.
     stop_after_accepted: int | None = Field(default=None, ge=1)
     round_size: int | None = Field(default=None, ge=1)  # samples per round; default stop_after_accepted
+    # Early abort: the engine stops a sample as soon as a detector (repetition loop, think budget)
+    # says it will be rejected; the partial sample is kept as a row (finish_reason: abort,
+    # reject reason <detector>:aborted). None: every sample runs to its end. docs/early_abort.md.
+    early_abort: EarlyAbortConfig | None = None
 
     @model_validator(mode="after")
     def _adaptive(self) -> "SamplingConfig":
         if self.stop_after_accepted is not None and self.stop_after_accepted > self.n:
             raise ValueError(f"sampling.stop_after_accepted ({self.stop_after_accepted}) cannot exceed n ({self.n})")
+        budget = self.early_abort.think_budget if self.early_abort else None
+        if budget is not None and budget >= self.max_tokens:
+            raise ValueError(f"sampling.early_abort.think_budget ({budget}) must be below sampling.max_tokens "
+                             f"({self.max_tokens}), or it never fires; set it lower or to null")
         return self

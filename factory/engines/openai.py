@@ -15,6 +15,11 @@ streams each completion out as it returns. Settings come from `teacher.engine_kw
                     a seeded request whose prefill gets chunked (long or many concurrent prompts)
                     raises "CPU Generator does not use offset" in its worker and the server dies
 
+With `sampling.early_abort` the engine streams (`stream: true`): the text is watched as it arrives
+and, when a detector fires, the connection is closed, which makes vLLM and SGLang abort the
+request at once (they abort on client disconnect); the partial sample is a row with
+`finish_reason: abort`. Without it, one plain POST per sample.
+
 HTTP client: aiohttp, not the openai SDK or httpx. aiohttp is already a dependency of
 `ray[default]` (so this adds nothing to install), and the engine needs only one POST and one GET;
 the SDK would add its own retry policy on top of ours and hide the response's extra fields
@@ -47,6 +52,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from factory.degeneration import AbortWatch, EarlyAbortConfig
 from factory.engines.base import ENGINES, Engine, as_finished
 from factory.errors import UserError
 from factory.engines.seeds import sample_seed
@@ -105,7 +111,7 @@ class OpenAIParams(BaseModel):
     @classmethod
     def _no_core_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
         # The engine relies on one non-streamed choice per request and on its own messages.
-        bad = sorted(set(v) & {"messages", "n", "stream", "model"})
+        bad = sorted(set(v) & {"messages", "n", "stream", "stream_options", "model"})
         if bad:
             raise ValueError(f"extra_body may not set {bad}: the engine sets them (model is teacher.model)")
         return v
@@ -173,6 +179,8 @@ class OpenAIEngine(Engine):
         self.server_version: str | None = None
         self.ready_s: float | None = None
         self.in_flight = 0  # requests at the server now (never above max_concurrency)
+        early = sampling.get("early_abort")
+        self._early_abort = EarlyAbortConfig.model_validate(early) if early else None
 
     # ---- secrets -----------------------------------------------------------------------------
 
@@ -295,6 +303,67 @@ class OpenAIEngine(Engine):
             self._check_status(r.status, text, r.headers.get("Retry-After"))
             return _loads(text)
 
+    async def _post_stream(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST with `stream: true`, watching the text as it arrives (early abort).
+
+        Returns a body shaped like a non-streamed answer, plus `aborted_by` when a detector fired
+        and the stream was closed. Tokens are counted from `usage` when the server sends it with
+        every chunk (vLLM's continuous_usage_stats), else as content chunks (one token each on
+        vLLM and SGLang); the final `usage` replaces the count when the stream ends normally.
+        """
+        watch = AbortWatch(self._early_abort)  # type: ignore[arg-type]
+        content: list[str] = []
+        reasoning: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        chunks = 0
+        aborted_by: str | None = None
+        async with self._session.post(f"{self.base_url}{path}", data=json.dumps(payload)) as r:
+            if r.status >= 400:
+                self._check_status(r.status, await r.text(), r.headers.get("Retry-After"))
+            async for raw in r.content:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue  # SSE comments, keep-alives, blank separators
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = _loads(data)
+                if not isinstance(event, dict):
+                    continue
+                if event.get("error"):  # vLLM reports a failure met mid-stream this way
+                    raise _RowError("server_error", f"error in the stream: {_short(_error_message(data))}")
+                usage = event.get("usage") or usage
+                for choice in event.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    piece, thought = delta.get("content"), delta.get("reasoning_content") or delta.get("reasoning")
+                    if piece:
+                        content.append(piece)
+                    if thought:
+                        reasoning.append(thought)
+                    if piece or thought:
+                        chunks += 1
+                    finish = choice.get("finish_reason") or finish
+                tokens = int(usage.get("completion_tokens") or 0) or chunks
+                if finish is None and watch.due(tokens):
+                    # The text the `repetition` verifier will read (quality.completion_text).
+                    text = "".join(content)
+                    if reasoning:
+                        text = f"{''.join(reasoning)}\n{text}"
+                    aborted_by = watch.check(text, tokens)
+                    if aborted_by:
+                        r.close()  # drop the connection: the server aborts the request
+                        usage = {**usage, "completion_tokens": tokens}
+                        finish = "abort"
+                        break
+        if not usage.get("completion_tokens"):
+            usage = {**usage, "completion_tokens": chunks}
+        message: dict[str, Any] = {"content": "".join(content)}
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        return {"choices": [{"message": message, "finish_reason": finish or "stop"}], "usage": usage,
+                "aborted_by": aborted_by}
+
     def _check_status(self, status: int, text: str, retry_after: str | None) -> None:
         if status < 400:
             return
@@ -375,6 +444,9 @@ class OpenAIEngine(Engine):
             payload["seed"] = sample_seed(s["seed"], prompt.prompt_id, sample_index)
         if s.get("ignore_eos"):
             payload["ignore_eos"] = True  # a vLLM / SGLang extension; benchmarks only
+        if self._early_abort is not None:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
         payload.update(self.params.extra_body)
         return payload
 
@@ -386,7 +458,8 @@ class OpenAIEngine(Engine):
                 for attempt in range(2):  # at most one retry, with max_tokens cut to fit the context
                     payload = self._payload(prompt, sample_index, max_tokens)
                     try:
-                        body = await self._retrying(lambda p=payload: self._post_json("/chat/completions", p),
+                        post = self._post_stream if self._early_abort is not None else self._post_json
+                        body = await self._retrying(lambda p=payload: post("/chat/completions", p),
                                                     what=f"POST /chat/completions ({prompt.prompt_id}/{sample_index})")
                         break
                     except _RowError as e:
@@ -419,6 +492,7 @@ class OpenAIEngine(Engine):
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             num_tokens=int(usage.get("completion_tokens") or 0),
             reasoning_content=reasoning,
+            aborted_by=body.get("aborted_by"),
         )
 
     async def _guarded(self, prompt: Prompt, sample_index: int) -> Completion:

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from factory.degeneration import AbortWatch, EarlyAbortConfig
 from factory.engines.base import ENGINES, Engine, as_finished
 from factory.engines.seeds import sample_seed
 from factory.types import Completion, Prompt
@@ -50,6 +51,8 @@ class VLLMEngine(Engine):
         self._counter = 0
         self._per_request_seed = True
         self.ready_s: float | None = None
+        early = sampling.get("early_abort")
+        self._early_abort = EarlyAbortConfig.model_validate(early) if early else None
 
     async def start(self) -> None:
         try:
@@ -111,9 +114,18 @@ class VLLMEngine(Engine):
                 prompt.prompt_id, sample_index, "", "error", prompt_tokens=len(ids),
                 error=f"prompt_too_long: {len(ids)} tokens, teacher.max_model_len is {max_len}",
             )
+        watch = AbortWatch(self._early_abort) if self._early_abort else None
+        kwargs: dict[str, Any] = {}
+        if watch and _has_stream_interval(SamplingParams):
+            # vLLM sends a running request's output once per this many tokens instead of once per
+            # step: the detectors look at that pace anyway, and the engine's output loop does
+            # 1/every_tokens of the work. (Builds without the field send every step.)
+            kwargs["stream_interval"] = watch.cfg.every_tokens
         params = SamplingParams(
             n=1,
-            output_kind=RequestOutputKind.FINAL_ONLY,  # one message per request, not one per token
+            # Without early abort: one message per request, not one per token. With it: the text
+            # as it grows, in pieces of every_tokens tokens where the build can batch them.
+            output_kind=RequestOutputKind.DELTA if watch else RequestOutputKind.FINAL_ONLY,
             temperature=s["temperature"],
             top_p=s["top_p"],
             max_tokens=min(s["max_tokens"], room),
@@ -123,23 +135,32 @@ class VLLMEngine(Engine):
             # engine-wide seed applies.
             seed=sample_seed(s["seed"], prompt.prompt_id, sample_index) if self._per_request_seed else None,
             ignore_eos=s.get("ignore_eos", False),
+            **kwargs,
         )
         self._counter += 1
         request_id = f"{prompt.prompt_id}-{sample_index}-{self._counter}"
-        final = None
-        async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id):  # type: ignore[union-attr]
-            final = out
-        o = final.outputs[0]
+        stream = self._engine.generate({"prompt_token_ids": ids}, params, request_id)  # type: ignore[union-attr]
+        if watch is None:
+            final = None
+            async for out in stream:
+                final = out
+            o = final.outputs[0]
+            text, tokens, finish, aborted_by = o.text, len(o.token_ids), o.finish_reason or "stop", None
+            reasoning = getattr(o, "reasoning_content", None)
+        else:
+            text, tokens, finish, aborted_by = await _watched(stream, watch)
+            reasoning = None
         self.requests_done += 1
-        self.tokens_out += len(o.token_ids)
+        self.tokens_out += tokens
         return Completion(
             prompt_id=prompt.prompt_id,
             sample_index=sample_index,
-            text=o.text,
-            finish_reason=o.finish_reason or "stop",
+            text=text,
+            finish_reason=finish,
             prompt_tokens=len(ids),
-            num_tokens=len(o.token_ids),
-            reasoning_content=getattr(o, "reasoning_content", None),
+            num_tokens=tokens,
+            reasoning_content=reasoning,
+            aborted_by=aborted_by,
         )
 
     async def _guarded(self, prompt: Prompt, sample_index: int, ids: list[int] | None) -> Completion:
@@ -168,6 +189,41 @@ class VLLMEngine(Engine):
         if self._engine is not None:
             self._engine.shutdown()
             self._engine = None
+
+
+async def _watched(stream: Any, watch: AbortWatch) -> tuple[str, int, str, str | None]:
+    """Read a DELTA stream through `watch`: (text, tokens, finish_reason, detector or None).
+
+    When a detector fires, closing the stream makes vLLM abort the request in its engine at
+    once (AsyncLLM.generate aborts on GeneratorExit), so its KV cache goes to other requests.
+    """
+    pieces: list[str] = []
+    tokens, finish, aborted_by = 0, "stop", None
+    try:
+        async for out in stream:
+            o = out.outputs[0]
+            pieces.append(o.text)
+            tokens += len(o.token_ids)
+            if o.finish_reason:
+                finish = o.finish_reason
+                break
+            if watch.due(tokens):
+                text = "".join(pieces)
+                pieces = [text]
+                aborted_by = watch.check(text, tokens)
+                if aborted_by:
+                    finish = "abort"
+                    break
+    finally:
+        await stream.aclose()
+    return "".join(pieces), tokens, finish, aborted_by
+
+
+def _has_stream_interval(sampling_params_cls: Any) -> bool:
+    """Whether this vLLM's SamplingParams takes a per-request `stream_interval` (0.32 does)."""
+    fields = getattr(sampling_params_cls, "__struct_fields__", None) or getattr(
+        sampling_params_cls, "__dataclass_fields__", {})
+    return "stream_interval" in fields
 
 
 def engine_args(teacher: dict[str, Any], seed: int, model: str) -> dict[str, Any]:

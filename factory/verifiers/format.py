@@ -22,12 +22,15 @@ def error_kind(error: str | None) -> str | None:
 
 @VERIFIERS.register("truncation")
 class TruncationVerifier(Verifier):
-    """A trace cut off by max_tokens, or failed in the engine, is not a finished solution."""
+    """A trace cut off by max_tokens or by early abort, or failed in the engine, is not a finished
+    solution."""
 
     def verify(self, trace: Trace) -> Verdict:
         c = trace.completion
         if c.finish_reason == "length":
             return self.verdict(False, "truncated")
+        if c.finish_reason == "abort":  # an early-abort detector stopped it (sampling.early_abort)
+            return self.verdict(False, "aborted")
         if c.finish_reason == "error":
             kind = error_kind(c.error)
             return self.verdict(False, f"engine_error:{kind}" if kind else "engine_error")

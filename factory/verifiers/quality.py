@@ -16,10 +16,10 @@ import re
 import unicodedata
 from collections import Counter
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from factory.degeneration import RepetitionRule
 from factory.types import Trace, Verdict
 from factory.verifiers.base import VERIFIERS, Verifier
 
@@ -40,79 +40,8 @@ def completion_text(trace: Trace) -> str:
 # repetition
 
 
-def duplicate_ngram_ratio(units: list[str] | str, n: int) -> tuple[float, int]:
-    """Share of n-gram positions whose n-gram already occurred earlier, and the n-gram count.
-
-    `units` is a list of words or a string (characters). One pass with a set: linear time.
-    """
-    total = len(units) - n + 1
-    if total <= 0:
-        return 0.0, 0
-    if isinstance(units, str):
-        grams = {units[i : i + n] for i in range(total)}
-    else:
-        # zip over shifted views builds the n-gram tuples in C.
-        grams = set(zip(*(units[k:] for k in range(n))))
-    return (total - len(grams)) / total, total
-
-
-def _z_function(s: str) -> list[int]:
-    """z[i] = length of the longest common prefix of s and s[i:] (z[0] = len(s)); O(len(s))."""
-    n = len(s)
-    z = [0] * n
-    if n:
-        z[0] = n
-    left = right = 0
-    for i in range(1, n):
-        if i < right:
-            z[i] = min(right - i, z[i - left])
-        while i + z[i] < n and s[z[i]] == s[i + z[i]]:
-            z[i] += 1
-        if i + z[i] > right:
-            left, right = i, i + z[i]
-    return z
-
-
-def tail_loop(text: str, window: int, min_repeats: int, min_chars: int) -> tuple[int, int] | None:
-    """Find a unit that repeats back to back at the very end of `text`.
-
-    Returns (period, run_length) of the shortest period p whose periodic run at the end spans at
-    least `min_chars` characters and `min_repeats` periods, else None. Trailing whitespace is
-    ignored; the last copy may be cut short (a completion stopped by max_tokens mid-loop).
-
-    On the reversed tail r, z[p] says how far r agrees with itself shifted by p, so the run of
-    period p ending at the end of the text is p + z[p] long: every period in one linear pass.
-    """
-    tail = text.rstrip()[-window:]
-    if len(tail) < min_chars:
-        return None
-    r = tail[::-1]
-    z = _z_function(r)
-    for p in range(1, len(r) // min_repeats + 1):
-        run = p + z[p]
-        if run >= min_chars and run >= p * min_repeats:
-            return p, run
-    return None
-
-
-class RepetitionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    unit: Literal["word", "char"] = "word"
-    # n-gram size; default 10 words (Gopher's longest duplicate n-gram) or 50 characters.
-    ngram: int | None = Field(default=None, ge=2)
-    # Reasoning traces legitimately restate equations while checking, so the bar is far above
-    # web-text filters (~0.1): a loop that fills half the text is what this is for.
-    max_duplicate_ratio: float = Field(default=0.5, gt=0, le=1)
-    # Below this many n-grams the ratio is noise: a short answer is judged by the tail check only.
-    min_ngrams: int = Field(default=50, ge=1)
-    tail_window: int = Field(default=8192, ge=16)  # characters from the end searched for a loop
-    tail_min_repeats: int = Field(default=5, ge=2)
-    # A run shorter than this is formatting ("=====", "| --- | --- |"), not a loop.
-    tail_min_chars: int = Field(default=200, ge=1)
-
-    def n(self) -> int:
-        return self.ngram or (10 if self.unit == "word" else 50)
+class RepetitionParams(RepetitionRule):
+    """The rules live in factory/degeneration.py, shared with the engines' early abort."""
 
 
 @VERIFIERS.register("repetition")
@@ -123,15 +52,8 @@ class RepetitionVerifier(Verifier):
     params: RepetitionParams
 
     def verify(self, trace: Trace) -> Verdict:
-        p = self.params
-        text = completion_text(trace)
-        if tail_loop(text, p.tail_window, p.tail_min_repeats, p.tail_min_chars):
-            return self.verdict(False, "repetition_tail")
-        units: list[str] | str = text.split() if p.unit == "word" else text
-        ratio, total = duplicate_ngram_ratio(units, p.n())
-        if total >= p.min_ngrams and ratio > p.max_duplicate_ratio:
-            return self.verdict(False, "repetition_loop")
-        return self.verdict(True)
+        reason = self.params.check(completion_text(trace))
+        return self.verdict(reason is None, reason)
 
 
 # --------------------------------------------------------------------------------------------

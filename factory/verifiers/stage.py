@@ -45,6 +45,8 @@ class VerifyStage:
             err = trace.completion.error
             if err:  # the engine failed this request: its reason leads, whatever else says
                 verdicts.insert(0, Verdict("engine", False, err.split(":", 1)[0]))
+            elif trace.completion.finish_reason == "abort":  # stopped early: the detector leads
+                verdicts.insert(0, Verdict(trace.completion.aborted_by or "early_abort", False, "aborted"))
             rows.append(trace_row(trace, verdicts, self.advisory))
         return rows
 

@@ -33,7 +33,8 @@ def test_registered() -> None:
         ("error", "TimeoutError: request took 600s", False, "engine_error:TimeoutError"),
         ("error", None, False, "engine_error"),  # no detail: still an engine error
         ("error", "  ", False, "engine_error"),
-        ("abort", None, True, None),  # anything else is not a truncation
+        ("abort", None, False, "aborted"),  # stopped by sampling.early_abort: cut short too
+        ("content_filter", None, True, None),  # anything else is not a truncation
     ],
 )
 def test_truncation(finish: str, error: str | None, passed: bool, reason: str | None) -> None:

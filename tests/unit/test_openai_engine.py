@@ -73,6 +73,8 @@ class FakeServer:
             resp = self.handler(body, call)
             if asyncio.iscoroutine(resp):
                 resp = await resp
+            if callable(resp):  # a streamed answer writes to the request itself
+                resp = await resp(request)
             return resp
         finally:
             self.active -= 1
@@ -417,3 +419,85 @@ def test_bad_engine_kwargs_fail_early() -> None:
         OpenAIEngine({"model": "m", "engine_kwargs": {"base_url": "http://h/v1", "extra_body": {"n": 4}}}, SAMPLING)
     with pytest.raises(OpenAIEngineError, match="query string"):
         OpenAIEngine({"model": "m", "engine_kwargs": {"base_url": "http://h/v1?api_key=x"}}, SAMPLING)
+
+
+# --------------------------------------------------------------------------------------------
+# streaming with early abort (sampling.early_abort)
+
+LOOP = "so 2 + 2 = 4 and "
+
+
+def sse(pieces: list[str], finish: str = "stop", delay_s: float = 0.0, sent: list[int] | None = None,
+        usage: bool = True) -> Callable[[web.Request], Any]:
+    """A streamed chat answer, one SSE chunk per piece (as vLLM sends one per token)."""
+    async def write(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for i, piece in enumerate(pieces):
+                chunk = {"choices": [{"index": 0, "delta": {"content": piece},
+                                      "finish_reason": finish if i == len(pieces) - 1 else None}]}
+                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if sent is not None:
+                    sent.append(i)
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+            if usage:
+                tail = {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": len(pieces)}}
+                await resp.write(f"data: {json.dumps(tail)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the client closed the stream: what an abort looks like from the server
+        return resp
+    return write
+
+
+ABORT_SAMPLING = {**SAMPLING, "max_tokens": 4000, "early_abort": {"every_tokens": 16}}
+
+
+def test_streamed_answer_without_a_loop_is_whole() -> None:
+    pieces = [f"step {i} adds {i}. " for i in range(100)] + ["\\boxed{4}"]
+
+    async def main() -> tuple[list[Completion], FakeServer]:
+        async with FakeServer(lambda b, n: sse(pieces)) as srv:
+            return await run_all(engine(srv.url, sampling=ABORT_SAMPLING)), srv
+
+    (c,), srv = asyncio.run(main())
+    assert srv.bodies[0]["stream"] is True and srv.bodies[0]["stream_options"] == {"include_usage": True}
+    assert c.text == "".join(pieces) and c.finish_reason == "stop" and c.aborted_by is None
+    assert (c.prompt_tokens, c.num_tokens) == (9, len(pieces))
+
+
+def test_streamed_loop_is_aborted_and_the_connection_closed() -> None:
+    sent: list[int] = []
+    pieces = ["Let me check. "] + [LOOP] * 2000
+
+    async def main() -> tuple[list[Completion], FakeServer, tuple[int, int]]:
+        async with FakeServer(lambda b, n: sse(pieces, finish="length", delay_s=0.001, sent=sent)) as srv:
+            eng = engine(srv.url, sampling=ABORT_SAMPLING)
+            out = await run_all(eng)
+            await asyncio.sleep(0.2)  # let the server notice the closed connection
+            return out, srv, (eng.requests_done, eng.tokens_out)
+
+    (c,), srv, counters = asyncio.run(main())
+    assert c.finish_reason == "abort" and c.aborted_by == "repetition" and c.error is None
+    assert 16 <= c.num_tokens < 200 and c.num_tokens % 16 == 0
+    assert c.text == "".join(pieces[: c.num_tokens])  # the partial text, exactly what was watched
+    assert counters == (1, c.num_tokens)
+    assert len(sent) < 1000  # the server stopped writing: the stream was closed, not read to its end
+    assert len(srv.bodies) == 1  # an abort is an answer, never retried
+
+
+def test_error_inside_the_stream_is_an_error_row() -> None:
+    async def broken(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"error": {"message": "engine hiccup", "code": 500}}\n\n')
+        return resp
+
+    async def main() -> list[Completion]:
+        async with FakeServer(lambda b, n: broken) as srv:
+            return await run_all(engine(srv.url, sampling=ABORT_SAMPLING))
+
+    (c,) = asyncio.run(main())
+    assert c.finish_reason == "error" and c.error.startswith("server_error: error in the stream: engine hiccup")

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from factory.config import VerifierSpec
 from factory.types import Completion, Prompt, Trace
 from factory.verifiers import VERIFIERS, build_verifiers
-from factory.verifiers.quality import duplicate_ngram_ratio, script_of, tail_loop
+from factory.degeneration import duplicate_ngram_ratio, tail_loop
+from factory.verifiers.quality import script_of
 
 # A legitimate worked solution: restates equations while checking (as reasoning traces do),
 # long enough (> 50 word 10-grams) for the n-gram ratio to be judged at all.

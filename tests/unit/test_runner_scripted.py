@@ -180,3 +180,26 @@ def test_prefiltered_prompts_are_recorded(tmp_path: Path) -> None:
     assert r.manifest["run_stats"]["prefiltered"] == {"duplicate_exact": 1}
     lines = (r.run_dir / "prefiltered.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"duplicate_exact"' in lines[0]
+
+
+def test_early_abort_keeps_the_partial_sample_as_a_row(tmp_path: Path) -> None:
+    """A looping sample is stopped early and kept in `all` with its partial text, its tokens, the
+    reason naming the detector; with adaptive sampling it counts as a sample (never retried)."""
+    loop = "Let me check. " + "so 2 + 2 = 4 and " * 100 + "\\boxed{4}"
+    answers = {r["problem"]: [loop, f"\\boxed{{{r['answer']}}}"] for r in ROWS}
+    cfg = _cfg(tmp_path, teacher={"engine": "scripted", "engine_kwargs": {"answers": answers}},
+               sampling={"n": 4, "max_tokens": 1000, "stop_after_accepted": 1, "round_size": 1,
+                         "early_abort": {"every_tokens": 16}})
+    r = generate(cfg)
+    rows = datasets.load_dataset(str(r.version_dir), "all", split="train")
+    assert len(rows) == 24  # sample 0 aborted, sample 1 accepted: 2 per prompt, none retried
+    aborted = [x for x in rows if x["sample_index"] == 0]
+    assert {x["finish_reason"] for x in aborted} == {"abort"}
+    assert {x["reject_reason"] for x in aborted} == {"repetition:aborted"}
+    full = len(loop.split())
+    for x in aborted:
+        assert 0 < x["num_tokens"] < full and x["num_tokens"] % 16 == 0
+        assert x["completion"] == " ".join(loop.split()[: x["num_tokens"]])
+        assert x["verdicts"][0] == {"name": "repetition", "passed": False, "reason": "aborted"}
+    assert r.manifest["counts"]["rejected_by_reason"]["repetition:aborted"] == 12
+    assert all(x["accepted"] for x in rows if x["sample_index"] == 1)
