@@ -204,10 +204,9 @@ async def _watched(stream: Any, watch: AbortWatch) -> tuple[str, int, str, str |
             o = out.outputs[0]
             pieces.append(o.text)
             tokens += len(o.token_ids)
-            if o.finish_reason:
+            if o.finish_reason:  # the last output: the stream ends by itself
                 finish = o.finish_reason
-                break
-            if watch.due(tokens):
+            elif watch.due(tokens):
                 text = "".join(pieces)
                 pieces = [text]
                 aborted_by = watch.check(text, tokens)

@@ -164,3 +164,30 @@ def test_factory_generate_with_the_openai_engine(server: str, tmp_path: Path) ->
     assert manifest["teacher"]["engine"] == "openai" and manifest["teacher"]["base_url"] == server
     assert manifest["teacher"]["model"] == "smol"
     assert manifest["counts"]["generations"] == 8
+
+
+def test_streamed_loop_is_aborted_by_closing_the_stream(server: str) -> None:
+    """sampling.early_abort: the engine streams, the detector fires on the forced loop, the stream
+    is closed (vLLM aborts the request), and the sample is a row with its partial text."""
+    rule = {"tail_min_chars": 40, "tail_min_repeats": 3, "ngram": 2, "min_ngrams": 20, "max_duplicate_ratio": 0.3}
+    sampling = {**SAMPLING, "temperature": 0.0, "max_tokens": 200,
+                "early_abort": {"every_tokens": 8, "repetition": rule}}
+    loop = _prompt(0, "Write the line 'I like apples.' 100 times, one per line.")
+
+    async def run() -> list[Completion]:
+        eng = OpenAIEngine({"model": "smol", "engine_kwargs": {"base_url": server, "send_seed": False}}, sampling)
+        await eng.start()
+        try:
+            return [c async for c in eng.generate([(loop, 0), (_prompt(1, "What is 2+3?"), 0)])]
+        finally:
+            await eng.shutdown()
+
+    out = {c.prompt_id: c for c in asyncio.run(run())}
+    c = out["q0"]
+    assert c.finish_reason == "abort" and c.aborted_by == "repetition" and c.error is None, c
+    assert 8 <= c.num_tokens < 200 and c.text.strip()
+    from factory.degeneration import RepetitionRule
+
+    assert RepetitionRule(**rule).check(c.text) is not None  # offline says the same of the text kept
+    ok = out["q1"]  # a short answer streams to its end as usual
+    assert ok.finish_reason in ("stop", "length") and ok.text.strip() and ok.num_tokens > 0, ok

@@ -1,8 +1,9 @@
 """Early abort with the real vLLM engine: a sample that loops is stopped inside the engine and
 kept in `all` with its partial text, its tokens and the detector's reason.
 
-The loop is forced: greedy decoding of a prompt that asks for one line over and over, and
-detector thresholds small enough that the first few copies qualify. One engine start, a few
+The loop is forced: greedy decoding of a prompt that asks for one line over and over (SmolLM2
+numbers the lines: "1. I like apples.", "2. I like apples.", ...), and word bigrams with a low bar,
+so a few lines qualify. One engine start, a few
 seconds of generation.
 """
 
@@ -20,7 +21,7 @@ from .conftest import run_factory
 
 pytestmark = pytest.mark.integration
 
-RULE = {"tail_min_chars": 40, "tail_min_repeats": 3, "min_ngrams": 20, "max_duplicate_ratio": 0.3}
+RULE = {"tail_min_chars": 40, "tail_min_repeats": 3, "ngram": 2, "min_ngrams": 20, "max_duplicate_ratio": 0.3}
 
 
 def test_looping_sample_is_aborted_and_recorded(tmp_path: Path) -> None:

@@ -87,8 +87,12 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     v1 = vllm_store / "it" / "v1"
     before = {p: p.read_bytes() for p in v1.rglob("*") if p.is_file()}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # More prompts than the first run's, so the kill lands with shards still to do.
-    extra = ("source.limit=12", "run.part_seconds=0")  # a part per shard: the kill lands between parts
+    # More prompts than the first run's, so the kill lands with shards still to do; a part per shard,
+    # so the kill lands between parts. Early abort on, with thresholds low enough to fire in 96
+    # tokens: an aborted sample is a committed row like any other, so the resume neither loses nor
+    # repeats it.
+    extra = ("source.limit=12", "run.part_seconds=0",
+             "sampling.early_abort={every_tokens: 8, repetition: {tail_min_chars: 40, tail_min_repeats: 3}}")
     proc = subprocess.Popen(factory_cmd(vllm_store, *extra, "run.backend=ray"), cwd=ROOT, env=env,
                             start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,6 +123,9 @@ def test_sigkill_then_resume_gives_exactly_once_and_v2(vllm_store: Path) -> None
     rows = _load(v2, "all")
     keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
     assert len(keys) == len(set(keys)) == 12 * 2
+    for r in rows:
+        if r["finish_reason"] == "abort":
+            assert r["reject_reason"] == "repetition:aborted" and 0 < r["num_tokens"] < 96
     assert "resumed" in result.stdout
     assert json.loads((v2 / "manifest.json").read_text())["teacher"]["backend"] == "local"
     # completed work was not redone: the parts committed before the kill are untouched
