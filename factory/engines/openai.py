@@ -20,10 +20,12 @@ and, when a detector fires, the connection is closed, which makes vLLM and SGLan
 request at once (they abort on client disconnect); the partial sample is a row with
 `finish_reason: abort`. Without it, one plain POST per sample.
 
-HTTP client: aiohttp, not the openai SDK or httpx. aiohttp is already a dependency of
-`ray[default]` (so this adds nothing to install), and the engine needs only one POST and one GET;
-the SDK would add its own retry policy on top of ours and hide the response's extra fields
-(`reasoning_content`) behind typed models.
+HTTP client: aiohttp, not the openai SDK or httpx (weighed again for streaming, issue 16).
+aiohttp is already a dependency of `ray[default]` (so this adds nothing to install), and the
+engine needs one POST (plain or streamed: the SSE reading is a loop over lines) and one GET. The
+SDK would add its own retry policy beside factory's one (factory/common/retry.py, which the Hub
+client uses too), hide the servers' extra fields (`reasoning_content`, `reasoning`) behind typed
+models, and its stream would still need the same abort-on-close handling.
 
 Failures, following the vLLM engine's rule (row errors are data, a dead engine is fatal):
   * retried with exponential backoff and jitter: 408, 429, 5xx, timeouts, connection errors;
@@ -43,7 +45,6 @@ import email.utils
 import json
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -52,6 +53,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from factory.common.retry import RetryPolicy, scrub
 from factory.degeneration import AbortWatch, EarlyAbortConfig
 from factory.engines.base import ENGINES, Engine, as_finished
 from factory.errors import UserError
@@ -74,7 +76,6 @@ _MAX_LEN = re.compile(r"maximum context length is (\d+)", re.I)
 # The prompt's own length, as older vLLM ("(P in the messages, M in the completion)") and newer
 # ones ("your request has P input tokens") phrase it.
 _PROMPT_LEN = re.compile(r"(\d+) in the messages|has (\d+) input tokens|(\d+) tokens in the messages", re.I)
-_BEARER = re.compile(r"((?:Bearer|Basic)\s+)[^\s\"',]+", re.I)
 
 
 class OpenAIEngineError(UserError, RuntimeError):
@@ -185,10 +186,8 @@ class OpenAIEngine(Engine):
     # ---- secrets -----------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        text = _BEARER.sub(r"\1***", text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        # The basic-auth token and password are among the secrets; bearer values go by pattern too.
+        return scrub(text, self._secrets)
 
     def _fatal(self, message: str) -> OpenAIEngineError:
         err = OpenAIEngineError(self._scrub(message))
@@ -420,11 +419,10 @@ class OpenAIEngine(Engine):
         raise _RowError(failure.kind, msg)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        cap = self.params.max_backoff_s
-        if retry_after is not None:
-            return min(retry_after, cap)  # the server knows when it has room; bounded by our cap
-        base = min(cap, self.params.backoff_base_s * 2**attempt)
-        return base / 2 + random.uniform(0, base / 2)  # jitter: replicas must not retry in lockstep
+        # factory's one backoff (common/retry.py): equal jitter, so replicas never retry in
+        # lockstep; a server's Retry-After wins, bounded by max_backoff_s.
+        return RetryPolicy(tries=self.params.max_retries + 1, base=self.params.backoff_base_s,
+                           cap=self.params.max_backoff_s, jitter="equal").delay(attempt, retry_after)
 
     # ---- generation --------------------------------------------------------------------------
 
