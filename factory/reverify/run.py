@@ -110,8 +110,19 @@ def row_trace(row: dict[str, Any], prompt_id: str, sample_index: int, index: int
         _text(row.get("finish_reason")),  # type: ignore[arg-type]  # None: unknown, not invented
         prompt_tokens=int(row.get("prompt_tokens") or 0), num_tokens=int(num_tokens or 0),
         reasoning_content=reasoning_content, error=_text(row.get("error")),
+        aborted_by=_aborted_by(row),
     )
     return make_trace(prompt, completion, extraction)
+
+
+def _aborted_by(row: dict[str, Any]) -> str | None:
+    """The early-abort detector named by a row's leading `{name, reason: aborted}` verdict."""
+    if row.get("finish_reason") != "abort":
+        return None
+    for v in row.get("verdicts") or []:
+        if isinstance(v, dict) and v.get("reason") == "aborted" and v.get("name") != "truncation":
+            return _text(v.get("name"))
+    return None
 
 
 # ----------------------------------------------------------------------------- output

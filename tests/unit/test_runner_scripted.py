@@ -203,3 +203,9 @@ def test_early_abort_keeps_the_partial_sample_as_a_row(tmp_path: Path) -> None:
         assert x["verdicts"][0] == {"name": "repetition", "passed": False, "reason": "aborted"}
     assert r.manifest["counts"]["rejected_by_reason"]["repetition:aborted"] == 12
     assert all(x["accepted"] for x in rows if x["sample_index"] == 1)
+    # `factory verify` over the version keeps the detector's reason for the aborted rows
+    from factory.reverify import open_input, resolve_config, reverify
+
+    inp = open_input(r.version_dir)
+    res = reverify(inp, resolve_config(inp), workers=1, progress=False)
+    assert res.rejected_by_reason["repetition:aborted"] == 12 and res.accepted == 12
