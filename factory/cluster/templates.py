@@ -148,8 +148,10 @@ def _check_params(p: DeployParams, kubernetes: bool) -> None:
     for key in ("worker_cpus", "worker_memory", "head_cpus", "head_memory"):
         if not _QUANTITY.match(getattr(p, key)):
             raise TemplateError(f"{key} {getattr(p, key)!r} is not a Kubernetes quantity (e.g. 32, 500m, 256Gi)")
-    if p.gpu_workers < 1 or p.gpus_per_worker < 1:
+    if kubernetes and (p.gpu_workers < 1 or p.gpus_per_worker < 1):
         raise TemplateError("gpu_workers and gpus_per_worker must be at least 1")
+    if p.gpu_workers < 0 or p.gpus_per_worker < 0:
+        raise TemplateError("gpu_workers and gpus_per_worker cannot be negative")
     if not p.store_mount.startswith("/"):
         raise TemplateError(f"store_mount {p.store_mount!r} must be an absolute path")
     check_cron(p.schedule)
@@ -216,8 +218,11 @@ def render_cronjob(p: DeployParams) -> str:
     return f"{manifest}---\n{cron}"
 
 
-def render_slurm(p: DeployParams, config_path: str, nodes: int | None = None) -> str:
-    """The batch script with its #SBATCH defaults, default config and arguments filled in."""
+def render_slurm(p: DeployParams, config_path: str, nodes: int | None = None, output: str | None = None) -> str:
+    """The batch script with its #SBATCH defaults, default config and arguments filled in.
+
+    gpus_per_worker 0 drops the GPU request (CPU nodes); `output` is the log path (%j: the job id).
+    """
     _check_params(p, kubernetes=False)
     text = read_template("slurm")
     nodes = nodes if nodes is not None else p.gpu_workers + 1
@@ -225,11 +230,15 @@ def render_slurm(p: DeployParams, config_path: str, nodes: int | None = None) ->
     subs = {
         r"^#SBATCH --job-name=.*$": f"#SBATCH --job-name={p.name}",
         r"^#SBATCH --nodes=.*$": f"#SBATCH --nodes={int(nodes)}",
-        r"^#SBATCH --gpus-per-node=.*$": f"#SBATCH --gpus-per-node={int(p.gpus_per_worker)}",
+        r"^#SBATCH --gpus-per-node=.*$": (f"#SBATCH --gpus-per-node={int(p.gpus_per_worker)}" if p.gpus_per_worker
+                                          else "# (no GPUs requested: --gpus-per-worker 0)"),
         r"^#SBATCH --time=.*$": f"#SBATCH --time={p.slurm_time}",
+        r"^#SBATCH --output=.*$": f"#SBATCH --output={output or 'factory-%j.out'}",
         r'^DEFAULT_CONFIG="".*$': f"DEFAULT_CONFIG={shlex.quote(config_path)}",
         r"^DEFAULT_ARGS=\(\).*$": f"DEFAULT_ARGS=({' '.join(shlex.quote(a) for a in args)})",
     }
+    if output is not None and (not output or re.search(r"\s", output)):
+        raise TemplateError(f"slurm log path {output!r}: #SBATCH lines cannot hold blanks; choose a folder without them")
     if not re.fullmatch(r"[0-9]+(-[0-9]+)?(:[0-9]{2}){0,2}", p.slurm_time):
         raise TemplateError(f"slurm time {p.slurm_time!r}: use HH:MM:SS or D-HH:MM:SS")
     for pattern, line in subs.items():

@@ -1,6 +1,8 @@
 """factory submit CONFIG [--set a.b=v]... [--address http://HEAD:8265] [--incremental] [--wait]
+factory submit CONFIG --slurm [--schedule "0 3 * * 1"] [--nodes N] [--sbatch-arg ARG]...
 
-Runs `factory generate` on a Ray cluster as a Ray job. What travels with the job is a small temp
+Runs `factory generate` on a Ray cluster as a Ray job, or (--slurm) as a Slurm batch job, once or
+on a schedule (factory/cluster/slurm.py). What travels with the job is a small temp
 folder holding the resolved config (run.yaml) and any relative input files it names, never the
 checkout, its .venv or the store. Secrets travel by name only: the job reads HF_TOKEN from the
 cluster's own environment, so no token value is ever stored by the job server or shown in its logs.
@@ -34,6 +36,7 @@ _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY($|_)|
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SHIPPED_BYTES = 100 * 2**20  # Ray keeps the package in its GCS; big inputs belong on shared storage
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+DEFAULT_SCHEDULE = "0 3 * * 1"  # the CronJob's: Mondays 03:00
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +58,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "environment; NAME=VALUE sets it (refused for secret-looking names). HF_TOKEN "
                         "is always passed by name")
     p.add_argument("--job-id", help="the submission id (default: Ray picks one)")
+    s = p.add_argument_group("Slurm (submit with sbatch instead of to a Ray job server)")
+    s.add_argument("--slurm", action="store_true",
+                   help="render deploy/slurm/factory.sbatch for this config into --slurm-dir and submit it "
+                        "with sbatch; with --schedule, every firing submits the next")
+    s.add_argument("--slurm-dir", default="factory-slurm", type=Path,
+                   help="where the rendered script (NAME.sbatch) and the job logs (NAME-JOBID.out) go; "
+                        "NAME is output.name (default: ./factory-slurm)")
+    s.add_argument("--nodes", type=int, help="Slurm nodes (default: --gpu-workers + 1)")
+    s.add_argument("--sbatch-arg", dest="sbatch_args", action="append", default=[], metavar="ARG",
+                   help="one more sbatch argument, e.g. --sbatch-arg=--partition=gpu (repeatable; a "
+                        "schedule's later firings get them too)")
     t = p.add_argument_group("templates (print instead of submitting)")
     t.add_argument("--render", choices=("slurm", "configmap", "rayjob", "cronjob"),
                    help="print a Slurm batch script, the config as a ConfigMap, a KubeRay RayJob, or a "
@@ -62,9 +76,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--image", help="container image with factory, Ray and vLLM (rayjob, cronjob)")
     t.add_argument("--name", default="factory", help="object name prefix / Slurm job name (default: factory)")
     t.add_argument("--namespace", default="default")
-    t.add_argument("--schedule", default="0 3 * * 1", help="cron schedule (default: Mondays 03:00)")
+    t.add_argument("--schedule", help="cron schedule ('0 3 * * 1': Mondays 03:00) for --render cronjob "
+                                      "(the default) and --slurm; --slurm also takes a period, 'every 6h'")
     t.add_argument("--gpu-workers", type=int, default=1, help="GPU worker pods, or Slurm nodes besides the head")
-    t.add_argument("--gpus-per-worker", type=int, default=8)
+    t.add_argument("--gpus-per-worker", type=int, default=8, help="GPUs per worker pod / Slurm node (0: none)")
     t.add_argument("--pvc", default="factory-store", help="PersistentVolumeClaim of the store")
     t.add_argument("--secret", default="hf-token", help="Secret holding the Hub token (key: token)")
     p.set_defaults(func=run)
@@ -202,6 +217,8 @@ def follow(client: Any, job_id: str, out: Any = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.render:
         return _render(args)
+    if args.slurm:
+        return _submit_slurm(args)
     address = resolve_address(args.address)
     with tempfile.TemporaryDirectory(prefix="factory-job-") as tmp:
         sub = prepare(args.config, args.overrides, args.incremental, args.env, Path(tmp))
@@ -233,7 +250,7 @@ def _render(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     params = DeployParams(
-        image=args.image, name=args.name, namespace=args.namespace, schedule=args.schedule,
+        image=args.image, name=args.name, namespace=args.namespace, schedule=args.schedule or DEFAULT_SCHEDULE,
         gpu_workers=args.gpu_workers, gpus_per_worker=args.gpus_per_worker, pvc=args.pvc, secret=args.secret,
         # A scheduled or Kubernetes run always adds to the newest version; Slurm does as told.
         incremental=args.incremental or args.render in ("rayjob", "cronjob"),
@@ -243,4 +260,27 @@ def _render(args: argparse.Namespace) -> int:
     data = cfg.model_dump(mode="json")
     data["run"]["ray_address"] = None
     sys.stdout.write(render(args.render, params, args.config, data))
+    return 0
+
+
+def _submit_slurm(args: argparse.Namespace) -> int:
+    from factory.cluster.slurm import submit_slurm
+    from factory.cluster.templates import DeployParams
+    from factory.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # a broken config is refused here, before sbatch
+    params = DeployParams(
+        name=args.name, gpu_workers=args.gpu_workers, gpus_per_worker=args.gpus_per_worker,
+        # A scheduled run adds to the newest version; a one-off run does as told.
+        incremental=args.incremental or bool(args.schedule),
+        generate_args=[a for o in args.overrides for a in ("--set", o)],
+    )
+    sub = submit_slurm(args.config, params, out_dir=args.slurm_dir, dataset=cfg.output.name, nodes=args.nodes,
+                       schedule=args.schedule, sbatch_args=args.sbatch_args)
+    when = f", first firing at {sub.begin} (schedule: {args.schedule})" if sub.begin else ""
+    print(f"submitted Slurm job {sub.job_id}{when}: {sub.script}")
+    print(f"  dataset: {cfg.output.store}/{cfg.output.name}")
+    print(f"  log:     {sub.log}")
+    print(f"  status:  squeue -j {sub.job_id}   stop: scancel {sub.job_id}"
+          + ("  (the pending firing: cancelling it ends the schedule)" if sub.begin else ""))
     return 0

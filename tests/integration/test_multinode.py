@@ -7,8 +7,7 @@ on 3 one-CPU nodes), so spreading is forced by resources, and checked by node id
 state API: every node has the same hostname here. With `engine_kwargs: {gpu: true}` the scripted
 engine stands in for vLLM, so multi-GPU replicas get placement groups across the two GPU nodes,
 checked bundle by bundle through the state API. The same cluster's job server runs
-`factory submit`. Last, deploy/slurm/factory.sbatch runs against a fake one-node Slurm (srun and
-scontrol shims), which starts and stops its own Ray head.
+`factory submit`. (deploy/slurm/factory.sbatch runs on a real one-node Slurm: tests/integration/test_slurm.py.)
 
 Only processes started here are stopped (by process group, then by pid for anything that carries
 this test's temp dir in its command line); `ray stop` would kill every Ray on the machine.
@@ -386,56 +385,3 @@ def _wait_job(client: Any, job_id: str, timeout_s: float = 120) -> str:
             raise TimeoutError(f"job {job_id} still {status} after {timeout_s}s")
         time.sleep(0.5)
     return status
-
-
-SRUN_SHIM = """#!/usr/bin/env bash
-# Fake srun on one host: drop srun's options, run the command in srun's place.
-while [[ $# -gt 0 && $1 == -* ]]; do
-  case $1 in -w|-N|-n|--nodelist) shift 2 ;; *) shift ;; esac
-done
-exec "$@"
-"""
-SCONTROL_SHIM = """#!/usr/bin/env bash
-# Fake `scontrol show hostnames LIST`: this host only.
-echo localhost
-"""
-
-
-def test_sbatch_script_on_a_one_node_fake_slurm(tmp_path: Path) -> None:
-    root = Path(tempfile.mkdtemp(prefix="fsb", dir="/tmp"))
-    shims = tmp_path / "bin"
-    shims.mkdir()
-    for name, text in (("srun", SRUN_SHIM), ("scontrol", SCONTROL_SHIM)):
-        (shims / name).write_text(text)
-        (shims / name).chmod(0o755)
-    store = tmp_path / "store"
-    config = _write_config(tmp_path / "run.yaml", tmp_path / "elsewhere", replicas="auto")
-    env = _cluster_env(
-        SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="localhost", SLURM_CPUS_ON_NODE="1",
-        FACTORY_CONFIG=str(config), FACTORY_STORE=str(store), FACTORY_ARGS="--set sampling.n=1",
-        RAY_HEAD_IP="127.0.0.1", RAY_PORT=str(_free_port()), RAY_DASHBOARD_PORT=str(_free_port()),
-        RAY_TMPDIR=str(root), RAY_NODE_TIMEOUT="120",
-        RAY_HEAD_ARGS=" ".join([f"--ray-client-server-port={_free_port()}", *_node_ports()]),
-    )
-    env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
-    env.pop("SLURM_GPUS_ON_NODE", None)
-    env.pop("SLURM_GPUS_PER_NODE", None)
-    script = subprocess.Popen(["bash", str(ROOT / "deploy/slurm/factory.sbatch")], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = script.communicate(timeout=240)
-        assert script.returncode == 0, out[-6000:]
-        assert "1 Ray node(s) up" in out and "factory generate exited with 0" in out
-        manifest = _manifest(store)  # FACTORY_STORE won over the config's store
-        assert manifest["counts"]["accepted"] == 12  # FACTORY_ARGS reached generate: n=1
-        assert not (tmp_path / "elsewhere").exists()
-        # The script's EXIT trap stopped its Ray head: nothing of it outlives the job.
-        deadline = time.monotonic() + 20
-        while _leftovers(str(root)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert _leftovers(str(root)) == []
-    finally:
-        if script.poll() is None:
-            script.kill()
-        _stop([script], str(root), grace_s=5)
-        shutil.rmtree(root, ignore_errors=True)

@@ -9,8 +9,11 @@ The real job submission runs in tests/integration/test_multinode.py.
 from __future__ import annotations
 
 import copy
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -494,3 +497,90 @@ def test_cli_render_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     store = f"output.store={tmp_path / 'store'}"
     assert main(["submit", cfg, "--set", store, "--address", "http://127.0.0.1:9"]) == 2  # nothing listens there
     assert "cannot reach the Ray job server at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+# --- Slurm: schedules, the preflight check, `factory submit --slurm` ------------------------
+
+
+@pytest.mark.parametrize(("spec", "after", "want"), [
+    ("0 3 * * 1", "2026-12-03T09:58:30", "2026-12-07T03:00:00"),  # Thursday -> Monday
+    ("0 3 * * 1", "2026-12-07T02:59:59", "2026-12-07T03:00:00"),
+    ("0 3 * * 1", "2026-12-07T03:00:00", "2026-12-14T03:00:00"),  # strictly after
+    ("*/15 * * * *", "2026-12-03T09:58:30", "2026-12-03T10:00:00"),
+    ("30 2 1 * *", "2026-12-03T09:58:30", "2027-01-01T02:30:00"),
+    ("0 0 29 2 *", "2026-12-03T09:58:30", "2028-02-29T00:00:00"),
+    ("0 3 * * 7", "2026-12-03T09:58:30", "2026-12-06T03:00:00"),  # 7 is Sunday
+    ("0 12 1 * mon", "2026-12-03T09:58:30", "2026-12-07T12:00:00"),  # both day fields: either matches
+    ("0 9-17/4 * * mon-fri", "2026-12-04T17:00:00", "2026-12-07T09:00:00"),
+])
+def test_next_fire_of_a_cron_expression(spec: str, after: str, want: str) -> None:
+    from datetime import datetime
+
+    from factory.cluster.schedule import next_fire
+
+    assert next_fire(spec, datetime.fromisoformat(after)) == datetime.fromisoformat(want)
+
+
+def test_next_fire_of_a_period_counts_from_the_epoch() -> None:
+    from datetime import datetime
+
+    from factory.cluster.schedule import next_fire
+
+    after = datetime.fromtimestamp(1_000_000_007)
+    assert next_fire("every 90s", after).timestamp() == (1_000_000_007 // 90 + 1) * 90
+    assert next_fire("every 6h", after).timestamp() % (6 * 3600) == 0
+    for bad in ("every", "every 0m", "every 5 weeks", "every -1h"):
+        with pytest.raises(TemplateError, match="'every N'"):
+            next_fire(bad, after)
+    with pytest.raises(TemplateError, match="expected 5 fields"):
+        next_fire("0 3 * *", after)
+
+
+def test_schedule_cli_prints_an_sbatch_begin_time() -> None:
+    proc = subprocess.run([sys.executable, "-m", "factory.cluster.schedule", "next", "0 3 * * 1"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and re.fullmatch(r"\d{4}-\d\d-\d\dT03:00:00\n", proc.stdout), proc
+    proc = subprocess.run([sys.executable, "-m", "factory.cluster.schedule", "next", "61 * * * *"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "not a valid minute" in proc.stderr
+
+
+def test_render_slurm_for_cpu_nodes_and_a_log_path() -> None:
+    text = render_slurm(_params(gpus_per_worker=0), "/c/run.yaml", nodes=1, output="/logs/ds-%j.out")
+    assert "#SBATCH --nodes=1\n" in text and not re.search(r"^#SBATCH --gpus", text, re.MULTILINE)
+    assert "#SBATCH --output=/logs/ds-%j.out\n" in text
+    with pytest.raises(TemplateError, match="blanks"):
+        render_slurm(_params(), "/c/run.yaml", output="/my logs/x-%j.out")
+
+
+def _preflight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "factory.cluster.preflight", *args], capture_output=True,
+                          text=True, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+
+
+def test_preflight_passes_fails_on_a_broken_config_and_skips_a_locked_dataset(tmp_path: Path) -> None:
+    from factory.store.lock import dataset_lock
+
+    store = tmp_path / "store"
+    cfg = str(ROOT / "configs/default.yaml")
+    ok = _preflight(cfg, "--no-progress", "--incremental", "--set", f"output.store={store}", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    bad = _preflight(cfg, "--set", "sampling.temprature=1", cwd=tmp_path)
+    assert bad.returncode == 2 and "temprature" in bad.stderr and "Traceback" not in bad.stderr
+    with dataset_lock(store / "default-arithmetic"):
+        busy = _preflight(cfg, "--set", f"output.store={store}", cwd=tmp_path)
+    assert busy.returncode == 75 and "another run is writing 'default-arithmetic'" in busy.stderr
+
+
+def test_submit_slurm_without_sbatch_says_where_to_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    monkeypatch.chdir(tmp_path)
+    cfg = str(ROOT / "configs/default.yaml")
+    assert main(["submit", cfg, "--slurm", "--schedule", "every 0h"]) == 2
+    assert "'every N'" in capsys.readouterr().err
+    assert main(["submit", cfg, "--slurm", "--nodes", "1"]) == 2
+    assert "sbatch not found" in capsys.readouterr().err
+    # The script was rendered all the same, where the jobs would read it.
+    script = (tmp_path / "factory-slurm" / "default-arithmetic.sbatch").read_text()
+    assert f"DEFAULT_CONFIG={cfg}\n" in script and "#SBATCH --nodes=1\n" in script
