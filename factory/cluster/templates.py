@@ -51,6 +51,7 @@ class DeployParams:
     secret_key: str = "token"
     pvc: str = "factory-store"  # PersistentVolumeClaim for the dataset store
     store_mount: str = "/data"  # where the head pod mounts it
+    config_mount: str = "/configs"  # where the head pod mounts the config's ConfigMap (run.yaml)
     gpu_workers: int = 1  # Ray worker pods (Kubernetes) / worker nodes (Slurm: nodes - 1)
     gpus_per_worker: int = 8
     worker_cpus: str = "32"
@@ -152,8 +153,9 @@ def _check_params(p: DeployParams, kubernetes: bool) -> None:
         raise TemplateError("gpu_workers and gpus_per_worker must be at least 1")
     if p.gpu_workers < 0 or p.gpus_per_worker < 0:
         raise TemplateError("gpu_workers and gpus_per_worker cannot be negative")
-    if not p.store_mount.startswith("/"):
-        raise TemplateError(f"store_mount {p.store_mount!r} must be an absolute path")
+    for key in ("store_mount", "config_mount"):
+        if not getattr(p, key).startswith("/"):
+            raise TemplateError(f"{key} {getattr(p, key)!r} must be an absolute path")
     check_cron(p.schedule)
 
 
@@ -177,11 +179,11 @@ def kube_values(p: DeployParams) -> dict[str, str | int]:
 
     ray_version = p.ray_version or importlib.metadata.version("ray")
     # The store lives on the PVC: a run in a pod's own filesystem would vanish with the pod.
-    entry = generate_command("/configs/run.yaml", p, store=f"{p.store_mount.rstrip('/')}/factory-store")
+    entry = generate_command(f"{p.config_mount.rstrip('/')}/run.yaml", p, store=f"{p.store_mount.rstrip('/')}/factory-store")
     return {
         "NAME": p.name, "NAMESPACE": p.namespace, "IMAGE": p.image or "", "RAY_VERSION": ray_version,
         "CONFIG_MAP": p.config_map, "SECRET": p.secret, "SECRET_KEY": p.secret_key, "PVC": p.pvc,
-        "STORE_MOUNT": p.store_mount, "ENTRYPOINT": shlex.join(entry),
+        "STORE_MOUNT": p.store_mount, "CONFIG_MOUNT": p.config_mount, "ENTRYPOINT": shlex.join(entry),
         "GPU_WORKERS": p.gpu_workers, "GPUS_PER_WORKER": p.gpus_per_worker,
         "WORKER_CPUS": p.worker_cpus, "WORKER_MEMORY": p.worker_memory,
         "HEAD_CPUS": p.head_cpus, "HEAD_MEMORY": p.head_memory,
@@ -195,7 +197,7 @@ def render_rayjob(p: DeployParams) -> str:
 
 
 def render_configmap(p: DeployParams, config: Mapping[str, Any]) -> str:
-    """The run config as a ConfigMap (key run.yaml), mounted by the head pod at /configs."""
+    """The run config as a ConfigMap (key run.yaml), mounted by the head pod at config_mount (/configs)."""
     _check_params(p, kubernetes=False)
     body = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
     return _dump({"apiVersion": "v1", "kind": "ConfigMap",

@@ -385,3 +385,50 @@ def _wait_job(client: Any, job_id: str, timeout_s: float = 120) -> str:
             raise TimeoutError(f"job {job_id} still {status} after {timeout_s}s")
         time.sleep(0.5)
     return status
+
+
+def test_kuberay_cronjob_run_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> None:
+    """No Kubernetes here: what the CronJob's RayJob runs on its head pod runs on this Ray cluster.
+
+    The CronJob's pod only does `kubectl create -f /manifests/rayjob.yaml`, the RayJob manifest the
+    rendered output carries in a ConfigMap; KubeRay then runs that manifest's entrypoint on the head.
+    That entrypoint runs here verbatim, as a Ray job, with the head pod's two volumes as folders:
+    the config's ConfigMap (run.yaml as `--render configmap` writes it) and the store's PVC. Twice,
+    as two weekly firings: the first makes v1, the second (incremental, nothing new) makes none.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    from factory.cluster.templates import DeployParams, render_configmap, render_cronjob
+    from factory.config import load_config
+
+    source = _write_config(tmp_path / "source.yaml", Path("unused"), replicas=2)
+    params = DeployParams(image="ghcr.io/org/factory:test", config_mount=str(tmp_path / "configs"),
+                          store_mount=str(tmp_path / "pvc"))
+    docs = list(yaml.safe_load_all(render_cronjob(params)))
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    script = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "kubectl create" in script and "-f /manifests/rayjob.yaml" in script
+    rayjob = yaml.safe_load(next(d for d in docs if d.get("metadata", {}).get("name") == "factory-rayjob")
+                            ["data"]["rayjob.yaml"])
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    mounts = {m["name"]: Path(m["mountPath"]) for m in head["containers"][0]["volumeMounts"]}
+    data = load_config(source).model_dump(mode="json")
+    data["run"]["ray_address"] = None  # as `factory submit --render configmap` writes it
+    configmap = yaml.safe_load(render_configmap(params, data))
+    mounts["config"].mkdir()
+    (mounts["config"] / "run.yaml").write_text(configmap["data"]["run.yaml"])
+    mounts["store"].mkdir()
+
+    entrypoint = rayjob["spec"]["entrypoint"]
+    assert entrypoint == (f"factory generate {mounts['config']}/run.yaml --no-progress --incremental "
+                          f"--set output.store={mounts['store']}/factory-store")
+    client = JobSubmissionClient(cluster.dashboard)
+    for firing in (1, 2):
+        job = client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}})
+        assert _wait_job(client, job, timeout_s=240) == "SUCCEEDED", client.get_job_logs(job)[-4000:]
+        logs = client.get_job_logs(job)
+        versions = sorted(p.name for p in (mounts["store"] / "factory-store" / "mn").glob("v*"))
+        assert versions == ["v1"], logs[-3000:]
+        if firing == 2:
+            assert "no new version" in logs
+    assert _manifest(mounts["store"] / "factory-store")["counts"]["generations"] == 24
