@@ -16,7 +16,6 @@ submitting environment on (HF_TOKEN included, by the environment, never by a fil
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -51,6 +50,9 @@ def submit_slurm(config_path: str, params: DeployParams, *, out_dir: Path, datas
     if schedule:
         check_schedule(schedule)
     sbatch_args = list(sbatch_args or [])
+    if schedule and any(not a or any(c.isspace() for c in a) for a in sbatch_args):
+        # The script reads FACTORY_SBATCH_ARGS split at blanks.
+        raise UserError(f"--sbatch-arg values of a schedule cannot hold blanks: {sbatch_args}")
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     script = out_dir / f"{dataset}.sbatch"
@@ -68,7 +70,7 @@ def submit_slurm(config_path: str, params: DeployParams, *, out_dir: Path, datas
         begin = begin_time(schedule)
         cmd.append(f"--begin={begin}")
         env.update(FACTORY_SCHEDULE=schedule, FACTORY_SCRIPT=str(script),
-                   FACTORY_SBATCH_ARGS=shlex.join(sbatch_args))
+                   FACTORY_SBATCH_ARGS=" ".join(sbatch_args))
     cmd += sbatch_args + [str(script)]
     # From here: the job's working directory, against which the config's relative paths resolve.
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
