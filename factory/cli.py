@@ -1,7 +1,8 @@
 """`factory` command line: parse, hand off, return an exit code.
 
 Each subcommand is one module in factory/commands with `add_parser(subparsers)` and `run(args)`.
-Errors a user can fix print one clear message (no traceback) and exit 2.
+Errors a user can fix print one clear message (no traceback) and exit 2 (75 when another run holds
+the dataset's lock: nothing is wrong, try later; a scheduled cluster job then skips its firing).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError) as e:
         print(f"factory {args.command}: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted: committed parts are kept; run the same command again to resume", file=sys.stderr)
         return 130

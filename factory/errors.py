@@ -2,7 +2,9 @@
 
 
 class UserError(Exception):
-    pass
+    """exit_code: what the CLI exits with (2: fix something and run again)."""
+
+    exit_code = 2
 
 
 class ConfigError(UserError, ValueError):

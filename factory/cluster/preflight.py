@@ -10,8 +10,8 @@ deploy/slurm/factory.sbatch runs this first, with the same arguments it gives `f
 - exit 75 (EX_TEMPFAIL): another run is writing this dataset (the lock's message says who); a
   scheduled firing that overlaps the previous one then skips, and the next firing picks up.
 
-The lock is only tested, not kept: `factory generate` takes it for itself a moment later and still
-refuses to run if another writer got in between.
+The lock is only tested, not kept: `factory generate` takes it for itself a moment later; if
+another writer got in between, generate stops at the lock with the same exit 75.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from pathlib import Path
 from factory.config import load_config
 from factory.errors import UserError
 from factory.store.lock import DatasetLocked, dataset_lock
-
-LOCKED = 75
-
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     """The config and `--set` overrides out of `factory generate`'s arguments; its other flags are
@@ -44,7 +41,7 @@ def check(argv: list[str]) -> int:
             pass
     except DatasetLocked as e:
         print(f"factory preflight: {e}", file=sys.stderr)
-        return LOCKED
+        return DatasetLocked.exit_code
     except (UserError, FileNotFoundError) as e:
         print(f"factory generate: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ LOCK_NAME = ".lock"
 class DatasetLocked(UserError, RuntimeError):
     """Another process is writing this dataset."""
 
+    exit_code = 75  # EX_TEMPFAIL: try again later (a scheduled job skips; factory.sbatch)
+
 
 def _holder(fd: int) -> dict[str, object]:
     """What the current holder wrote; empty when it is mid-write or the file is foreign."""

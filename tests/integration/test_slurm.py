@@ -170,6 +170,16 @@ def test_broken_config_fails_in_seconds_with_the_message_in_the_log(site: Site) 
     assert site.versions() == ["v1"]
 
 
+def _generate_holds_lock(site: Site) -> bool:
+    """The lock file names its holder while held; the holder must be `factory generate` (not the
+    preflight, which holds it for an instant)."""
+    try:
+        pid = json.loads((site.store / ".lock").read_text() or "{}").get("pid")
+        return pid is not None and b"generate" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
 def _open_run(site: Site) -> RunDir | None:
     """The run a firing is writing: the newest under .runs that no version was made from yet."""
     runs = [p for p in (site.store / RUNS_DIR).glob("*") if (p / "run.json").is_file()]
@@ -206,6 +216,10 @@ def test_schedule_fires_overlaps_resumes_and_grows(site: Site) -> None:
     # Firing 1 runs; its successor, pulled forward while it runs, finds the dataset locked and skips.
     _fire_now(site, first)
     second = _next_firing(site, first)
+    deadline = time.monotonic() + 120
+    while not _generate_holds_lock(site):
+        assert time.monotonic() < deadline and site.slurm.state(first) == "RUNNING", site.log(first)[-3000:]
+        time.sleep(0.5)
     _fire_now(site, second)
     done = site.slurm.wait(second, {"COMPLETED", "FAILED"}, timeout_s=120)
     log2 = site.log(second)
