@@ -215,6 +215,10 @@ def follow(client: Any, job_id: str, out: Any = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.schedule and not (args.slurm or args.render == "cronjob"):
+        raise UserError("--schedule needs --slurm (a Slurm job that resubmits itself) or --render cronjob; "
+                        "a Ray job server has no scheduler: run `factory submit ... --incremental --wait` from "
+                        "cron (docs/cluster.md, Scheduled runs)")
     if args.render:
         return _render(args)
     if args.slurm:

@@ -577,6 +577,8 @@ def test_submit_slurm_without_sbatch_says_where_to_run(tmp_path: Path, capsys: p
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     monkeypatch.chdir(tmp_path)
     cfg = str(ROOT / "configs/default.yaml")
+    assert main(["submit", cfg, "--schedule", "0 3 * * 1", "--address", "http://127.0.0.1:9"]) == 2
+    assert "--schedule needs --slurm" in capsys.readouterr().err
     assert main(["submit", cfg, "--slurm", "--schedule", "every 0h"]) == 2
     assert "'every N'" in capsys.readouterr().err
     assert main(["submit", cfg, "--slurm", "--nodes", "1"]) == 2
