@@ -110,6 +110,9 @@ class RunConfig(Section):
     # A crash loses at most what was gathered; resume redoes it. 0 s: a part per shard.
     part_mb: float = Field(default=64.0, gt=0)
     part_seconds: float = Field(default=60.0, ge=0)
+    # Price of one device-hour (a GPU, or a CPU engine's machine): the manifest, card and summary
+    # then show an estimated cost of the run (engine-hours x devices per engine x this price).
+    gpu_hour_price: float | None = Field(default=None, ge=0)
 
 
 class OutputConfig(Section):
@@ -175,7 +178,8 @@ class Config(Section):
 
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""
-        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s", "part_mb", "part_seconds"},
+        data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s",
+                                                             "part_mb", "part_seconds", "gpu_hour_price"},
                                                      "output": True, "publish": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--incremental", action="store_true",
                    help="generate only prompts not in the latest version; the new version holds both")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--gpu-hour-price", type=float, metavar="PRICE",
+                   help="price of one GPU-hour (or CPU engine machine-hour): the summary, card and manifest "
+                        "show an estimated cost (same as --set run.gpu_hour_price=PRICE)")
     p.set_defaults(func=run)
 
 
@@ -26,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from factory.runner.driver import generate
     from factory.runner.progress import summary_table
 
-    cfg = load_config(args.config, args.overrides)
+    price = [] if args.gpu_hour_price is None else [f"run.gpu_hour_price={args.gpu_hour_price}"]
+    cfg = load_config(args.config, args.overrides + price)  # validated with the rest (>= 0)
     if args.no_progress:
         cfg.run.progress = False
     if args.incremental:

@@ -11,7 +11,7 @@ from factory.common.files import sha256_file
 from factory.common.retry import RetryPolicy
 from factory.hub.client import DEFAULT_RETRY, REPO_TYPE, open_api, token_of, with_retries
 from factory.hub.errors import HubError, HubIntegrityError
-from factory.store.layout import CARD_NAME, MANIFEST_NAME
+from factory.store.layout import CARD_NAME, MANIFEST_NAME, PLOT_DIR, REPORT_NAME
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -26,7 +26,8 @@ def pull(repo_id: str, revision: str | None, config: str | None = None, to: str 
     api = open_api(api, token)
     secrets = [token_of(api, token)]
     revision = revision or "main"
-    patterns = [MANIFEST_NAME, CARD_NAME, f"data/{config}/*" if config else "data/**"]
+    # The report (plots the card embeds, report.html) comes with any config: it is small.
+    patterns = [MANIFEST_NAME, CARD_NAME, REPORT_NAME, f"{PLOT_DIR}/*", f"data/{config}/*" if config else "data/**"]
     local = with_retries(
         lambda: api.snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision, allow_patterns=patterns,
                                       local_dir=str(to) if to is not None else None, token=token),
@@ -36,9 +37,10 @@ def pull(repo_id: str, revision: str | None, config: str | None = None, to: str 
     if not manifest_path.is_file():
         raise HubIntegrityError(f"{repo_id}@{revision} has no {MANIFEST_NAME}: not a factory version")
     manifest = json.loads(manifest_path.read_text())
-    entries = [e for e in manifest.get("files", []) if config is None or e.get("config") == config
+    entries = [e for e in manifest.get("files", []) if config is None or e.get("config") in (config, None)
                or e["path"].startswith(f"data/{config}/")]
-    if config is not None and not entries:
+    if config is not None and not any(e.get("config") == config or e["path"].startswith(f"data/{config}/")
+                                      for e in entries):
         configs = sorted(manifest.get("configs") or {})
         raise HubError(f"{repo_id}@{revision} has no config {config!r}; configs are {configs}")
     for e in entries:

@@ -75,7 +75,8 @@ def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
         todo = [s for s in shards if s.shard_id not in done]
         if resumed:
             log.warning("resuming run %s: %d of %d shards already committed", run_path.name, len(done), len(shards))
-        stats = RunStats(prompts_total=len(prompts), prompts_done=sum(len(s.prompts) for s in shards if s.shard_id in done))
+        resumed = sum(len(s.prompts) for s in shards if s.shard_id in done)
+        stats = RunStats(prompts_total=len(prompts), prompts_done=resumed, prompts_resumed=resumed)
         if todo:
             teacher_info, verifiers_info = _generate(cfg, todo, run, stats)
         else:

@@ -33,6 +33,7 @@ class RunStats:
     first_accept_s: float | None = None
     first_verified_s: float | None = None  # the first trace through every verifier, accepted or not
     last_completion_at: float | None = None  # when the engines handed back their last completion
+    prompts_resumed: int = 0  # done by an earlier attempt of a resumed run: not part of this run's rate
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.generations += len(rows)
@@ -56,6 +57,18 @@ class RunStats:
     def tokens_per_s(self) -> float:
         s = self.gen_seconds()
         return max(self.tokens_out, self.live_tokens) / s if s > 0 else 0.0
+
+    def eta_seconds(self) -> float | None:
+        """Seconds until every prompt is done at the rate so far; None until the rate is known
+        (no prompt finished yet in this run)."""
+        left = self.prompts_total - self.prompts_done
+        done_here = self.prompts_done - self.prompts_resumed
+        s = self.gen_seconds()
+        if left <= 0:
+            return 0.0
+        if done_here <= 0 or s <= 0:
+            return None
+        return left * s / done_here
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,8 +119,10 @@ class ProgressView:
     def update(self) -> None:
         s = self.stats
         rate = f"{s.tokens_per_s():,.0f} tok/s"
+        eta = s.eta_seconds()
         acc = f"{s.live_requests} samples, accepted {s.accepted}/{s.generations} verified" + (
-            f" ({100 * s.accepted / s.generations:.0f}%)" if s.generations else "")
+            f" ({100 * s.accepted / s.generations:.0f}%)" if s.generations else "") + (
+            f", ETA {format_duration(eta)}" if eta is not None else "")
         if self._bar is not None:
             self._bar.update(self._task, completed=s.prompts_done, rate=rate, acc=acc)
         elif self.enabled and time.perf_counter() - self._last_line > 10:
@@ -117,6 +132,16 @@ class ProgressView:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def format_duration(seconds: float) -> str:
+    """1h02m, 3m05s, 42s."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
@@ -142,7 +167,17 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         isolation = (v.get("sandbox") or {}).get("isolation")
         if isolation and isolation != "bubblewrap":
             t.add_row(f"[bold red]{v['name']} sandbox[/]", f"[bold red]{isolation} only: no bubblewrap[/]")
+    cost = manifest.get("cost") or {}
+    run = cost.get("run") or {}
+    t.add_row("prompt tokens (version)", f"{cost.get('prompt_tokens', 0):,}")
+    t.add_row("output tokens (version)", f"{cost.get('output_tokens', 0):,}")
+    t.add_row("prompt tokens (this run)", f"{st.get('tokens_in', 0):,}")
     t.add_row("output tokens (this run)", f"{st.get('tokens_out', 0):,}")
+    if run.get("engine_hours") is not None:
+        t.add_row(f"engine-hours ({run.get('engines')} engine(s))", f"{run['engine_hours']:.4f}")
+        if run.get("estimated_cost") is not None:
+            t.add_row(f"estimated cost ({run.get('gpu_hour_price')}/{run.get('device') or 'device'}-hour)",
+                      f"{run['estimated_cost']:,.4f}")
     t.add_row("output tokens/s", f"{st.get('tokens_per_s', 0):,.1f}")
     t.add_row("engine ready (s)", f"{st.get('engine_ready_s') or 0:.1f}")
     t.add_row("first accepted trace (s)", f"{st.get('first_accept_s') or 0:.1f}")

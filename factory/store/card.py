@@ -7,6 +7,7 @@ Rendered from the manifest alone, so the Hub publisher can re-render it with a r
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -99,6 +100,88 @@ def _kv(d: dict[str, Any]) -> str:
     return _table(["key", "value"], [[f"`{k}`", v] for k, v in d.items()])
 
 
+def _fenced(text: Any, info: str = "text") -> str:
+    """A fenced code block that shows `text` verbatim: the fence is longer than any run of
+    backticks inside it, so no trace can close it early and turn into Markdown or HTML."""
+    text = "(none)" if text is None else str(text)
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+def _input_identity(source: dict[str, Any]) -> list[list[Any]]:
+    """What the prompts were read from, precisely enough to read them again."""
+    kind = source.get("kind")
+    where = {"file": "path", "hub": "Hub dataset", "builtin": "builtin set"}.get(kind, "source")
+    rows = [[where, f"`{source.get('name')}`"]]
+    if kind == "hub":
+        rows += [["subset", source.get("subset")], ["split", source.get("split")],
+                 ["revision", source.get("revision") or "_not recorded_"]]
+    if source.get("content_sha256"):
+        rows.append(["content sha256", f"`{source['content_sha256']}`"])
+    elif kind in ("file", "builtin"):
+        rows.append(["content sha256", "_not recorded_"])
+    return rows
+
+
+def _cost_section(m: dict[str, Any]) -> list[str]:
+    cost = m.get("cost") or {}
+    if not cost:
+        return []
+    run = cost.get("run") or {}
+    rows: list[list[Any]] = [["prompt tokens (every row of this version)", f"{cost.get('prompt_tokens', 0):,}"],
+                             ["output tokens (every row of this version)", f"{cost.get('output_tokens', 0):,}"]]
+    if run:
+        rows += [["prompt tokens (the run that built it)", run.get("prompt_tokens")],
+                 ["output tokens (the run that built it)", run.get("output_tokens")]]
+    if run.get("engine_hours") is not None:
+        device = run.get("device") or "device"
+        rows += [[f"engine-hours ({run.get('engines')} engine(s) x {run.get('wall_s')} s wall time)",
+                  run.get("engine_hours")],
+                 [f"{device}-hours ({run.get('devices_per_engine')} {device}(s) per engine)", run.get("device_hours")]]
+        if run.get("estimated_cost") is not None:
+            rows.append([f"estimated cost ({run.get('gpu_hour_price')} per {device}-hour)", run.get("estimated_cost")])
+    return ["## What it cost\n", _table(["", ""], rows) + "\n"]
+
+
+def _plots_section(m: dict[str, Any]) -> list[str]:
+    plots = m.get("plots") or []
+    if not plots:
+        return []
+    out = ["## Plots\n", "The same plots, with counts, cost and example rows, are in `report.html` "
+           "(one self-contained page: open it from disk).\n"]
+    out += [f"![{p.get('title')}]({p.get('path')})\n" for p in plots]
+    return out
+
+
+def _examples_section(m: dict[str, Any]) -> list[str]:
+    examples = m.get("examples") or []
+    if not examples:
+        return []
+    out = ["## Example rows\n", "One accepted trace and one of each of the most common reject reasons "
+           "(texts cut at 600 characters; config `all` has them whole).\n"]
+    for ex in examples:
+        head = "accepted" if ex.get("outcome") == "accepted" else f"rejected: `{ex.get('reject_reason')}`"
+        out.append(f"### {head}\n")
+        out.append(f"`{ex.get('prompt_id')}` sample {ex.get('sample_index')}, {ex.get('num_tokens')} tokens, "
+                   f"finish `{ex.get('finish_reason')}`; extracted answer `{_cell(ex.get('extracted_answer'))}`, "
+                   f"reference `{_cell(ex.get('reference'))}`.\n")
+        out.append("Problem:\n\n" + _fenced(ex.get("problem")) + "\n")
+        out.append("Completion:\n\n" + _fenced(ex.get("completion")) + "\n")
+    return out
+
+
+def _prompt_section(m: dict[str, Any]) -> list[str]:
+    prompt = (m.get("config") or {}).get("prompt")
+    if not prompt:
+        return []
+    return ["## Prompt\n", "Each problem was sent as a chat: the system prompt (if any), then the template "
+            "with `{problem}` replaced by the problem text.\n",
+            ("System prompt:\n\n" + _fenced(prompt["system"]) if prompt.get("system") else "System prompt: _none_")
+            + "\n",
+            "Template:\n\n" + _fenced(prompt.get("template")) + "\n"]
+
+
 def _load_target(manifest: dict[str, Any], repo_id: str | None) -> tuple[str, str]:
     version = manifest.get("version") or "vN"
     if repo_id:
@@ -159,6 +242,7 @@ def _body(m: dict[str, Any], repo_id: str | None) -> str:
         ["generations with an engine error", counts.get("errors")],
     ]
     out.append(_table(["stage", "count"], rows) + "\n")
+    out += _plots_section(m)
     if m.get("parent"):
         out.append(f"Counts cover every row of this version (it extends {m['parent']}); the first "
                    "rows (source prompts, filtered prompts) are of the run that built it.\n")
@@ -198,11 +282,16 @@ def _body(m: dict[str, Any], repo_id: str | None) -> str:
                       [[k, t.get("count"), t.get("mean"), t.get("p50"), t.get("p90"), t.get("max")]
                        for k, t in tokens.items() if k in ("accepted", "all")]) + "\n")
 
+    out += _cost_section(m)
+    out += _examples_section(m)
     out.append("## Teacher\n")
     out.append(_kv(teacher) + "\n")
     out.append("## Sampling\n")
     out.append(_kv(sampling) + "\n")
+    out += _prompt_section(m)
     out.append("## Prompt source\n")
+    if source:
+        out.append(_table(["input", "identity"], _input_identity(source)) + "\n")
     out.append(_kv(source) + "\n")
     out.append("## Verifiers\n")
     verifiers = m.get("verifiers") or []

@@ -3,6 +3,8 @@
     STORE/NAME/vN/manifest.json     what was run, counts, a sha256 per data file
     STORE/NAME/vN/README.md         the dataset card
     STORE/NAME/vN/data/<config>/    Parquet files of `default` (accepted) and `all`
+    STORE/NAME/vN/plots/*.png       the report's plots (the card embeds them)
+    STORE/NAME/vN/report.html       the report: one self-contained page
     STORE/NAME/.runs/<run_id>/      one run's working directory (parts, run.json)
 
 A Hub repo holds the same manifest.json and README.md at its root, and tags `vN`.
@@ -17,6 +19,8 @@ MANIFEST_NAME = "manifest.json"
 CARD_NAME = "README.md"
 RUNS_DIR = ".runs"
 DATA_DIR = "data"
+PLOT_DIR = "plots"
+REPORT_NAME = "report.html"
 
 # ASCII digits only, no leading zero: "v3" -> 3; "v03", "v0", "v", "V3", "v3 ", "v²" -> None.
 # (str.isdigit() accepts "²" and "١", which int() then rejects or reads as another number.)

@@ -47,7 +47,8 @@ def load_manifest(version_dir: str | Path) -> dict[str, Any]:
         raise VersionError(f"{path} is not valid JSON ({e})") from None
 
 
-def file_entry(root: Path, rel: str, config: str, split: str, rows: int) -> dict[str, Any]:
+def file_entry(root: Path, rel: str, config: str | None, split: str | None, rows: int | None) -> dict[str, Any]:
+    """A file of the version; config/split/rows are None for files that are not data (the report)."""
     path = root / rel
     return {"path": rel, "config": config, "split": split, "rows": rows,
             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
@@ -300,6 +301,41 @@ def jsonable(x: Any) -> Any:
     return str(x)
 
 
+def run_cost(info: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """What the data cost: prompt and output tokens of every row of the version, and for the run
+    that built it, engine-hours (engines x the run's wall time: an engine is held, and billed, from
+    its start to the end of the run) and, given a price per device-hour (`run.gpu_hour_price` or
+    `--gpu-hour-price`), an estimate. A device is a GPU, or the CPU machine of a CPU engine."""
+    tokens = stats.get("tokens") or {}
+    out: dict[str, Any] = {"prompt_tokens": (tokens.get("prompt") or {}).get("total", 0),
+                           "output_tokens": (tokens.get("all") or {}).get("total", 0)}
+    st, teacher = info.get("stats") or {}, info.get("teacher") or {}
+    if not st:
+        return out
+    config = info.get("config") or {}
+    tconf = config.get("teacher") or {}
+    engines = int(teacher.get("replicas") or 0)
+    per_engine = int(tconf.get("tensor_parallel_size") or 1) * int(tconf.get("pipeline_parallel_size") or 1)
+    wall = st.get("wall_s")
+    engine_hours = round(engines * wall / 3600, 6) if engines and wall is not None else None
+    device_hours = round(engine_hours * per_engine, 6) if engine_hours is not None else None
+    price = (config.get("run") or {}).get("gpu_hour_price")
+    out["run"] = {
+        "prompt_tokens": st.get("tokens_in"),
+        "output_tokens": st.get("tokens_out"),
+        "wall_s": wall,
+        "generation_s": st.get("generation_s"),
+        "engines": engines or None,
+        "device": teacher.get("device"),
+        "devices_per_engine": per_engine,
+        "engine_hours": engine_hours,
+        "device_hours": device_hours,
+        "gpu_hour_price": price,
+        "estimated_cost": round(device_hours * price, 4) if price is not None and device_hours is not None else None,
+    }
+    return out
+
+
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -316,7 +352,7 @@ def base_manifest(name: str, info: dict[str, Any], stats: dict[str, Any], files:
     `stats` is `RowStats.summary()` (or `table_stats()`) of every row of this version."""
     configs = {c: {"rows": sum(f["rows"] for f in files if f["config"] == c),
                    "files": [f["path"] for f in files if f["config"] == c]}
-               for c in dict.fromkeys(f["config"] for f in files)}
+               for c in dict.fromkeys(f["config"] for f in files if f["config"] is not None)}
     return jsonable({
         "format": FORMAT_VERSION,
         "name": name,
@@ -336,6 +372,7 @@ def base_manifest(name: str, info: dict[str, Any], stats: dict[str, Any], files:
         "verifiers": info.get("verifiers") or [],
         "run_stats": info.get("stats") or {},  # the run that built this version only
         **stats,  # counts, pass_rate, tokens: every row of this version
+        "cost": run_cost(info, stats),
         "configs": configs,
         "files": files,
         "parent": parent.get("version") if parent else None,

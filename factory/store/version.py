@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.report import build as report
 from factory.store import card as card_mod
 from factory.store.manifest import (
     CARD_NAME,
@@ -44,6 +45,7 @@ from factory.store.manifest import (
     dumps,
     file_entry,
     finalize,
+    jsonable,
     load_manifest,
     load_verified_manifest,
     now_utc,
@@ -274,10 +276,13 @@ def _make_read_only(version_dir: Path) -> None:
 
 
 def _claim(tmp: Path, dataset_dir: Path, base: dict[str, Any]) -> Path:
-    """Rename tmp to the next free vN, writing the card and manifest for that N first."""
+    """Rename tmp to the next free vN, writing the report, card and manifest for that N first."""
     number = _next_number(dataset_dir)
     while True:
         manifest = finalize(base, number)
+        # report.html names its version, so it is written (and hashed) once the number is known.
+        rel = report.write_report(tmp, manifest)
+        manifest["files"].append(file_entry(tmp, rel, None, None, None))
         _write_text(tmp / CARD_NAME, card_mod.render_card(manifest))
         _write_text(tmp / MANIFEST_NAME, dumps(manifest))
         fsync_dir(tmp)
@@ -327,7 +332,11 @@ def build_version(dataset_dir: str | Path, rows: pa.Table | RunDir, info: dict[s
     tmp.mkdir()
     try:
         files = _write_config(tmp, "default", scanned) + _write_config(tmp, "all", scanned)
+        plots, seen = report.write_plots(tmp, [tmp / f["path"] for f in files if f["config"] == "all"],
+                                         info.get("sampling") or {})
+        files += [file_entry(tmp, p["path"], None, None, None) for p in plots]
         base = base_manifest(dataset_dir.name, info, scanned.summary(), files, parent_manifest, change)
+        base["plots"], base["examples"] = plots, jsonable(seen.chosen_examples())
         target = _claim(tmp, dataset_dir, base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -171,25 +171,38 @@ def test_two_versions_one_commit_and_tag_each_v2_incremental(hub: LocalHub, publ
 
     default = "data/default/train-00000-of-00001.parquet"
     all_ = "data/all/train-00000-of-00001.parquet"
-    assert set(r1["uploaded"]) == {default, all_, "README.md", "manifest.json"}
-    assert r2["reused"] == [default] and default not in r2["uploaded"] and all_ in r2["uploaded"]
+    report = {"report.html", *(f"plots/{n}.png" for n in ("pass_rate", "length", "rejects", "tokens"))}
+    assert set(r1["uploaded"]) == {default, all_, "README.md", "manifest.json", *report}
+    # v2's report differs where its rows do (more prompts): only changed report files are sent.
+    v2_report = {f["path"]: f["sha256"] for f in _manifest(store["v2"])["files"] if f["path"] in report}
+    v1_report = {f["path"]: f["sha256"] for f in _manifest(store["v1"])["files"] if f["path"] in report}
+    changed = {p for p in report if v2_report[p] != v1_report[p]}
+    assert "report.html" in changed and changed != {"report.html"}  # it names its version; the plots show v2's rows
+    assert [p for p in r2["reused"] if p.startswith("data/")] == [default]
+    assert set(r2["reused"]) - {default} == report - changed
+    assert default not in r2["uploaded"] and all_ in r2["uploaded"]
     # v2's commit names only what changed (the Hub keeps the rest from the parent commit), and
     # the LFS batch of v2 never even asked about the unchanged file.
     commits = [c for c in hub.calls("commit") if c["repo_id"] == REPO and c["status"] == 200]
-    assert sorted(commits[1]["ops"]) == [("file", "README.md"), ("file", "manifest.json"), ("lfsFile", all_)]
+    assert sorted(commits[1]["ops"]) == sorted(
+        [("file", "README.md"), ("file", "manifest.json"), ("lfsFile", all_)]
+        + [("file" if p.endswith(".html") else "lfsFile", p) for p in changed])
     batches = [c for c in hub.calls("lfs_batch") if c["repo_id"] == REPO]
-    assert batches[-1]["oids"] == [_sha(store["v2"], "all")]
+    assert sorted(batches[-1]["oids"]) == sorted([_sha(store["v2"], "all")]
+                                                 + [v2_report[p] for p in changed if p.endswith(".png")])
     # The server got the bytes of v1's default file once, v2's `all` once: nothing re-sent.
     assert _sha(store["v1"], "default") == _sha(store["v2"], "default")
     puts = hub.uploaded_oids()
     assert puts.count(_sha(store["v1"], "default")) == 1
     assert puts.count(_sha(store["v2"], "all")) == 1
-    # What main holds at each tag is exactly that version.
+    # What main holds at each tag is exactly that version: data and plots as LFS (binary), the
+    # report page as a regular file.
     for tag, v in (("v1", store["v1"]), ("v2", store["v2"])):
         files = repo.commits[repo.tags[tag]].files
         assert files["manifest.json"].data == (v / "manifest.json").read_bytes()
         for f in _manifest(v)["files"]:
-            assert files[f["path"]].sha256 == f["sha256"] and files[f["path"]].lfs
+            assert files[f["path"]].sha256 == f["sha256"]
+            assert files[f["path"]].lfs == (f["path"] != "report.html"), f["path"]
         card = files["README.md"].data.decode()
         assert REPO in card and "configs:" in card
 
@@ -215,6 +228,8 @@ def test_list_pull_and_load_each_version(hub: LocalHub, client, published, store
     assert (p1 / "data/default/train-00000-of-00001.parquet").is_file() and p1.name == listed[0]["commit"]
     assert sorted(x.relative_to(p2).as_posix() for x in p2.rglob("*.parquet")) == \
         ["data/all/train-00000-of-00001.parquet"]  # one config only
+    # The report comes with any config (the card embeds its plots), checked against the manifest.
+    assert (p2 / "report.html").is_file() and (p2 / "plots/pass_rate.png").is_file()
     assert (p2 / "manifest.json").read_bytes() == (store["v2"] / "manifest.json").read_bytes()
     assert (p1 / "manifest.json").read_bytes() == (store["v1"] / "manifest.json").read_bytes()
 
@@ -368,4 +383,6 @@ def test_files_the_new_version_lacks_are_deleted_from_main(hub: LocalHub, client
     assert outs[0]["result"]["deleted"] == [stale]
     files = repo.commits[repo.branches["main"]].files
     assert stale not in files and "notes/keep.txt" in files  # only stale data goes; other files stay
-    assert sorted(p for p in files if p.startswith("data/")) == sorted(f["path"] for f in _manifest(store["v1"])["files"])
+    assert sorted(p for p in files if p.startswith("data/")) == sorted(
+        f["path"] for f in _manifest(store["v1"])["files"] if f["path"].startswith("data/"))
+    assert all(f["path"] in files for f in _manifest(store["v1"])["files"])  # the report files too

@@ -43,7 +43,7 @@ def _ray():
 
 
 def test_generate_versions_and_reasons(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, run={"shard_size": 5, "progress": False, "gpu_hour_price": 3.0})
     r1 = generate(cfg)
     st = r1.manifest["run_stats"]
     assert st["engine_ready_s"] is not None
@@ -64,6 +64,15 @@ def test_generate_versions_and_reasons(tmp_path: Path) -> None:
                for r in default)
     counts = r1.manifest["counts"]
     assert counts["accepted"] == 11 and counts["rejected"] == 13
+    # What it cost: tokens of every row, engine-hours of the run, priced by run.gpu_hour_price.
+    cost = r1.manifest["cost"]
+    assert cost["output_tokens"] == sum(r["num_tokens"] or 0 for r in all_rows) > 0
+    assert cost["prompt_tokens"] == sum(r["prompt_tokens"] or 0 for r in all_rows) > 0
+    run = cost["run"]
+    assert run["output_tokens"] == st["tokens_out"] and run["engines"] == 1
+    assert run["engine_hours"] == pytest.approx(st["wall_s"] / 3600, abs=1e-6)
+    assert run["estimated_cost"] == pytest.approx(run["device_hours"] * 3.0, abs=1e-4)
+    assert (r1.version_dir / "report.html").is_file() and (r1.version_dir / "plots/tokens.png").is_file()
     # Running again makes v2 and leaves v1 byte-identical.
     before = {p: p.read_bytes() for p in r1.version_dir.rglob("*") if p.is_file()}
     r2 = generate(cfg)
