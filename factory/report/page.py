@@ -31,6 +31,7 @@ figcaption{font-weight:600;margin-bottom:4px}
 .ok{color:#1e7b6f;font-weight:600} .bad{color:#b8432b;font-weight:600} .unk{color:#8a6d00;font-weight:600}
 form.filters{background:#fff;border:1px solid #ddd;padding:8px;display:flex;flex-wrap:wrap;gap:10px;align-items:end}
 form.filters label{display:flex;flex-direction:column;font-size:12px}
+input[type=number]{width:6em}
 .cols{display:flex;gap:16px;flex-wrap:wrap} .cols>div{flex:1 1 480px;min-width:0}
 .pager a,.pager span{margin-right:10px}
 tr.current{background:#fff6d6}
@@ -55,7 +56,7 @@ def num(x: Any) -> str:
 
 def table(header: list[str], rows: list[list[Any]], numeric: set[int] = frozenset(), raw: bool = False) -> str:
     """An HTML table; cells are escaped unless `raw` (then the caller built them from escaped parts)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header) if any(header) else ""
     body = []
     for r in rows:
         cells = []
@@ -63,7 +64,7 @@ def table(header: list[str], rows: list[list[Any]], numeric: set[int] = frozense
             text = c if raw else num(c)
             cells.append(f'<td class="num">{text}</td>' if i in numeric else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{''.join(body)}</table>"
 
 
 def pre(text: Any) -> str:

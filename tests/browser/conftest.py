@@ -7,6 +7,7 @@ dir, printed in the report).
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -64,10 +65,12 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shot(browser: Any, artifacts: Path, request: pytest.FixtureRequest):
     """shot("name"): a full-page screenshot of what the browser shows now, kept as an artifact."""
     def take(name: str) -> Path:
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(1280, min(max(int(height), 600), 6000))
+        # The whole page, not just the window: Chromium's own screenshot call, beyond the viewport.
+        size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot",
+                                       {"format": "png", "captureBeyondViewport": True, "clip": clip})
         path = artifacts / f"{request.node.name}-{name}.png"
-        assert browser.save_screenshot(str(path)), f"no screenshot at {path}"
-        browser.set_window_size(1280, 1000)
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
     return take
