@@ -47,6 +47,15 @@ def test_version_rows_and_schema(vllm_store: Path) -> None:
     assert manifest["teacher"]["engine"] == "vllm" and manifest["teacher"]["engine_version"].startswith("vllm")
     assert manifest["counts"]["generations"] == 12
     assert manifest["run_stats"]["tokens_out"] == sum(r["num_tokens"] for r in all_rows) > 0
+    # The report: plots beside the card, embedded in it, and report.html; what the run cost.
+    card = (v1 / "README.md").read_text()
+    for p in manifest["plots"]:
+        assert (v1 / p["path"]).read_bytes().startswith(b"\x89PNG") and f"]({p['path']})" in card
+    assert (v1 / "report.html").is_file() and len(manifest["plots"]) == 4
+    cost = manifest["cost"]
+    assert cost["output_tokens"] == manifest["run_stats"]["tokens_out"]
+    assert cost["prompt_tokens"] == sum(r["prompt_tokens"] for r in all_rows) > 0
+    assert cost["run"]["engine_hours"] > 0 and cost["run"]["device"] == "cpu"
 
 
 def test_verdicts_recomputed_by_a_reader(vllm_store: Path) -> None:
