@@ -44,14 +44,23 @@ class SourceConfig(Section):
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     limit: int | None = Field(default=None, ge=1)
     shuffle_seed: int | None = None
+    # The input policy: unusable rows (not UTF-8, malformed, no problem, no reference where a
+    # verifier needs one) are rejected before generation and counted. A few in a large scraped file
+    # are normal; more than 1% usually means the wrong encoding, column or file, and a dataset
+    # silently built from what remains, so the run stops before any engine starts.
+    max_rejected_fraction: float = Field(default=0.01, ge=0, le=1)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SourceConfig":
         given = [k for k in ("builtin", "path", "dataset") if getattr(self, k)]
-        if len(given) != 1:
+        if not given:
+            raise ValueError("set one of source.builtin, source.path or source.dataset, "
+                             "e.g. --set source.path=problems.jsonl")
+        if len(given) > 1:
+            unset = " ".join(f"--set source.{k}=null" for k in given[:-1])
             raise ValueError(
-                "set exactly one of source.builtin, source.path or source.dataset "
-                f"(got {given or 'none'})"
+                f"set exactly one of source.builtin, source.path or source.dataset (got {', '.join(given)}); "
+                f"to keep source.{given[-1]}, unset the other with {unset}"
             )
         return self
 
@@ -171,6 +180,12 @@ class Config(Section):
         check_verifier_specs([(v.name, v.params()) for v in self.verifiers])
         check_engine_config(self.teacher.engine, self.teacher.engine_kwargs)
         return self
+
+    def verifiers_needing_reference(self) -> list[str]:
+        """Verifiers that can judge nothing without a reference: rows lacking one are rejected at input."""
+        from factory.verifiers import VERIFIERS
+
+        return [s.name for s in self.verifiers if getattr(VERIFIERS.get(s.name), "needs_reference", False)]
 
     def answer_extraction(self) -> str:
         """How answers are pulled out of completions (the verifiers say; default boxed)."""

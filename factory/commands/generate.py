@@ -1,4 +1,4 @@
-"""factory generate CONFIG [--set a.b=value]... [--resume RUN_ID]"""
+"""factory generate CONFIG [--set a.b=value]... [--resume RUN_ID | --new-run] [--incremental]"""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set sampling.n=8 (repeatable)")
     p.add_argument("--resume", metavar="RUN_ID", help="resume this run (default: the unfinished run of this config)")
+    p.add_argument("--new-run", action="store_true",
+                   help="start a new run even if this config has an unfinished one (e.g. after editing the input)")
     p.add_argument("--incremental", action="store_true",
                    help="generate only prompts not in the latest version; the new version holds both")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.run.progress = False
     if args.incremental:
         cfg.output.incremental = True
-    result = generate(cfg, resume_id=args.resume)
+    result = generate(cfg, resume_id=args.resume, new_run=args.new_run)
     console = Console()
     console.print(summary_table(result.manifest))
     console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from factory.errors import UserError
+from factory.store.schema import count_doubled
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(summary_table(load_manifest(vdir)))
     table = read_version_table(vdir, "all")
+    doubled = count_doubled(table.column("messages").to_pylist())
+    if doubled:
+        console.print(f"[bold yellow]warning:[/bold yellow] {doubled:,} of {table.num_rows:,} rows hold their text twice "
+                      "in `messages` (<think>\\nX\\n</think>\\n\\nX: the whole completion as reasoning and again as "
+                      "answer), as versions made before that was fixed do; a model trained on them learns to repeat "
+                      "itself. Regenerate the version, or train on `completion` instead.", highlight=False)
     shown: dict[str, int] = {}
     for row in table.to_pylist():
         reason = row["reject_reason"]

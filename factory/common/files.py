@@ -26,7 +26,7 @@ def sha256_file(path: str | Path) -> str:
 @dataclass(frozen=True, slots=True)
 class JsonLine:
     """One non-blank line of a JSONL file: `row` when it is a JSON object, else `problem`
-    ("invalid_json" with the parser's `detail`, or "not_an_object")."""
+    ("not_utf8" or "invalid_json" with the decoder's `detail`, or "not_an_object")."""
 
     lineno: int
     row: dict[str, Any] | None
@@ -41,9 +41,14 @@ def read_jsonl(path: str | Path) -> Iterator[JsonLine]:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
+            try:  # UTF-8 only: json.loads(bytes) would guess UTF-16/32 from a stray byte pair
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield JsonLine(lineno, None, "not_utf8", str(e))
+                continue
             try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
                 yield JsonLine(lineno, None, "invalid_json", str(e))
                 continue
             if isinstance(obj, dict):

@@ -3,7 +3,7 @@ batches under ONE schema inferred from the whole file; and the verifiers to run 
 (`resolve_config`: named ones, a YAML config, the version's own, or defaults by columns).
 
 A JSONL line that is not a JSON object is kept as a row and marked, so `run` can reject it with
-reason "input:invalid_json" / "input:not_an_object" instead of losing it.
+reason "input:invalid_json" / "input:not_utf8" / "input:not_an_object" instead of losing it.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def _jsonl_chunks(path: Path, batch_rows: int,
     bad: dict[int, str] = {}
     for line in read_jsonl(path):
         if line.row is None:
-            if warn and line.problem == "invalid_json":
-                log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:invalid_json",
-                            path, line.lineno, line.detail)
+            if warn and line.problem in ("invalid_json", "not_utf8"):
+                log.warning("%s:%d: not valid JSON (%s); kept as a row with reason input:%s",
+                            path, line.lineno, line.detail, line.problem)
             bad[len(rows)] = line.problem or "invalid_json"
         rows.append(line.row if line.row is not None else {})
         if len(rows) >= batch_rows:

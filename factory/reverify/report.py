@@ -21,6 +21,8 @@ def summary_tables(result: VerifyResult) -> tuple[Any, Any]:
         t.add_row(f"  {reason}", f"{n:,}")
     for name, n in sorted(result.advisory_passed_on_rejected.items()):
         t.add_row(f"{name} passed on rejected rows (advisory)", f"{n:,}")
+    if result.doubled:
+        t.add_row("text doubled in messages (<think>X</think>X)", f"{result.doubled:,}")
     v = Table(title="verifiers", show_header=True)
     for col in ("verifier", "passed", "failed", "unknown"):
         v.add_column(col, justify="left" if col == "verifier" else "right")

@@ -30,7 +30,7 @@ from factory.errors import UserError
 from factory.reverify.inputs import BATCH_ROWS, Input, is_version
 from factory.sources import content_id
 from factory.store.manifest import jsonable, now_utc
-from factory.store.schema import ALL_SCHEMA
+from factory.store.schema import ALL_SCHEMA, count_doubled
 from factory.types import Completion, Prompt, Trace
 from factory.verifiers.parsing import EXTRACTION_MODES, make_trace
 from factory.verifiers.stage import VerifyStage
@@ -139,6 +139,9 @@ class VerifyResult:
     advisory: list[str] = field(default_factory=list)
     # Advisory verifiers that passed a rejected trace (an LLM judge disagreeing with math-verify).
     advisory_passed_on_rejected: Counter = field(default_factory=Counter)
+    # Rows whose assistant turn holds its text twice (<think>\nX\n</think>\n\nX), as versions
+    # made before that was fixed do: a model trained on them learns to repeat itself.
+    doubled: int = 0
     described: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -149,7 +152,7 @@ class VerifyResult:
         return {"input": str(self.input), "out": str(self.out), "rows": self.rows, "accepted": self.accepted,
                 "rejected": self.rejected, "rejected_by_reason": dict(self.rejected_by_reason.most_common()),
                 "verifiers": self.verifiers, "advisory": self.advisory,
-                "advisory_passed_on_rejected": dict(self.advisory_passed_on_rejected)}
+                "advisory_passed_on_rejected": dict(self.advisory_passed_on_rejected), "doubled": self.doubled}
 
 
 def default_output(inp: Input) -> Path:
@@ -355,6 +358,8 @@ def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers:
         with pq.ParquetWriter(tmp1, schema, compression="zstd") as w:
             for table, bad in inp.batches(batch_rows):
                 new = _verify_batch(stage, table, bad, ids, extraction, done, result)
+                if "messages" in names:
+                    result.doubled += count_doubled(table.column("messages").to_pylist())
                 t = _assemble(table, new, schema)
                 counts.add(t)
                 w.write_table(t)

@@ -21,7 +21,7 @@ from factory.runner.progress import ProgressView, RunStats
 from factory.runner.runstate import mark_published, open_run, read_run_json, write_json_atomic
 from factory.runner.scheduler import Scheduler
 from factory.runner.shards import Shard, make_shards
-from factory.sources import PromptSet, load_prompts
+from factory.sources import PromptSet, check_input_policy, input_identity, load_prompts
 from factory.store.layout import dataset_path, version_path
 from factory.store.lock import dataset_lock
 from factory.store.parts import RunDir
@@ -43,12 +43,17 @@ class GenerateResult:
     resumed: bool
 
 
-def generate(cfg: Config, resume_id: str | None = None) -> GenerateResult:
+def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -> GenerateResult:
+    """Run `cfg` to a new local version. `resume_id` resumes that run; `new_run` never resumes.
+
+    Everything a user can get wrong (config, input, store) is checked before any engine starts.
+    """
     dataset_dir = dataset_path(cfg.output.store, cfg.output.name)
     with dataset_lock(dataset_dir):
         prompt_set = load_prompts(cfg)
+        check_input_policy(prompt_set, cfg.source)
         prompts, prefiltered, removed = _prefilter(cfg, prompt_set.prompts)
-        run_path, resumed = open_run(dataset_dir, cfg, resume_id)
+        run_path, resumed = open_run(dataset_dir, cfg, resume_id, input_identity(prompt_set.info), new_run)
         _record_removed(run_path, removed)
         meta = read_run_json(run_path)
         parent: Path | None = None

@@ -8,6 +8,7 @@ from factory.config import ConfigError, SourceConfig
 
 
 def read_hub(src: SourceConfig) -> tuple[list[dict[str, Any]], str | None]:
+    """(rows, the dataset commit read; offline, the revision asked for, which may be a branch or None)."""
     import datasets
 
     try:
@@ -19,7 +20,7 @@ def read_hub(src: SourceConfig) -> tuple[list[dict[str, Any]], str | None]:
             "or download it and point source.path at a local .jsonl/.parquet file."
         ) from None
     revision = src.revision
-    try:  # record the commit actually read, so the card can pin it
+    try:  # record the commit actually read, so the card can pin it and a resume can compare it
         from huggingface_hub import HfApi
 
         revision = HfApi().dataset_info(src.dataset, revision=src.revision).sha or revision

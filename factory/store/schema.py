@@ -1,13 +1,14 @@
 """The dataset contract: the columns of configs `default` (accepted traces) and `all` (everything).
 
-`default` is ready for TRL's SFTTrainer: `messages` holds the user turn(s) then the assistant turn
-`<think>\\n{reasoning}\\n</think>\\n\\n{answer}`.
+`default` is ready for TRL's SFTTrainer: `messages` holds the user turn(s) then the assistant turn,
+each piece of text once: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` when the teacher wrote a
+reasoning block, else the completion as written (and `reasoning` is "").
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -47,7 +48,36 @@ PART_SCHEMA = pa.schema([f for f in ALL_SCHEMA if f.name != "pass_rate"])
 
 
 def assistant_content(reasoning: str, answer_text: str) -> str:
+    """The assistant turn. No reasoning block: the answer text alone, never wrapped as a fake one."""
+    if not reasoning.strip():
+        return answer_text.strip()
     return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer_text.strip()}"
+
+
+def row_reasoning(trace: Trace) -> str:
+    """The reasoning a row stores: the think block, or "" when the teacher wrote none. A trace
+    parsed without tags carries its whole text as reasoning (so the extractor sees it); storing it
+    would put the text in the row twice."""
+    return trace.reasoning if trace.has_think_tags else ""
+
+
+def is_doubled(content: str | None) -> bool:
+    """An assistant turn written the doubled way (`<think>\nX\n</think>\n\nX`) by factory versions before
+    this fix: the whole completion once as reasoning and once as answer."""
+    if not content or not content.startswith("<think>\n"):
+        return False
+    body = content[len("<think>\n"):]
+    head, sep, tail = body.partition("\n</think>\n\n")
+    return bool(sep) and bool(head.strip()) and head == tail
+
+
+def count_doubled(messages_column: Iterable[Any]) -> int:
+    """How many rows' last assistant turn is doubled; `messages_column` holds each row's messages."""
+    n = 0
+    for messages in messages_column:
+        turns = [m for m in (messages or []) if isinstance(m, dict) and m.get("role") == "assistant"]
+        n += bool(turns) and is_doubled(turns[-1].get("content"))
+    return n
 
 
 def decide(verdicts: Sequence[Verdict], advisory: frozenset[str] = frozenset()) -> tuple[bool, str | None]:
@@ -69,8 +99,10 @@ def trace_row(trace: Trace, verdicts: Sequence[Verdict], advisory: frozenset[str
     """One `all` row (PART_SCHEMA) for a verified trace."""
     p, c = trace.prompt, trace.completion
     accepted, reject_reason = decide(verdicts, advisory)
+    reasoning = row_reasoning(trace)
+    answer_text = trace.answer_text if trace.has_think_tags else (c.text or "")
     messages = [dict(m) for m in p.messages if m["role"] != "system"] + [
-        {"role": "assistant", "content": assistant_content(trace.reasoning, trace.answer_text)}
+        {"role": "assistant", "content": assistant_content(reasoning, answer_text)}
     ]
     return {
         "messages": messages,
@@ -78,7 +110,7 @@ def trace_row(trace: Trace, verdicts: Sequence[Verdict], advisory: frozenset[str
         "sample_index": c.sample_index,
         "problem": p.problem,
         "reference": p.reference,
-        "reasoning": trace.reasoning,
+        "reasoning": reasoning,
         "completion": c.text,
         "extracted_answer": trace.extracted_answer,
         "finish_reason": c.finish_reason,

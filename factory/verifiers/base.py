@@ -32,6 +32,9 @@ class Verifier(ABC):
     # Verifiers that need the verdicts of the ones listed before them (e.g. to judge only math
     # rejects) set this and accept `prior=` in verify_many.
     wants_prior: ClassVar[bool] = False
+    # Verifiers that judge against the row's reference (an answer, tests): a row without one is
+    # rejected at input time (factory/sources) instead of being generated and then rejected.
+    needs_reference: ClassVar[bool] = False
 
     @classmethod
     def check_config(cls, params: dict[str, Any], earlier: Sequence[str]) -> BaseModel:

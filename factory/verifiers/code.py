@@ -197,6 +197,7 @@ def call_harness(src: str, fn_name: str) -> str:
 class CodeVerifier(Verifier):
     Params = CodeParams
     version = "1"
+    needs_reference = True
     params: CodeParams
 
     def __init__(self, params: BaseModel, context: dict[str, Any] | None = None):

@@ -74,7 +74,7 @@ def test_read_jsonl_reports_bad_lines_and_keeps_going(tmp_path):
     lines = list(read_jsonl(p))
     assert [(ln.lineno, ln.row, ln.problem) for ln in lines] == [
         (1, {"a": 1}, None), (3, None, "invalid_json"), (4, None, "not_an_object"),
-        (5, None, "invalid_json"), (6, {"a": 2}, None)]
+        (5, None, "not_utf8"), (6, {"a": 2}, None)]
     assert lines[1].detail
 
 

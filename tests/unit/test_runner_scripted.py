@@ -60,7 +60,9 @@ def test_generate_versions_and_reasons(tmp_path: Path) -> None:
     assert len(default) == 11  # sample 0 right for 11 prompts; prompt 0 errored/truncated
     reasons = {r["reject_reason"] for r in all_rows if not r["accepted"]}
     assert reasons == {"engine:ScriptedError", "truncation:truncated", "math:wrong_answer"}
-    assert all(r["messages"][-1]["role"] == "assistant" and r["messages"][-1]["content"].startswith("<think>")
+    # No think tags in these completions: the assistant turn is the completion, once (not wrapped
+    # as <think>\nX\n</think>\n\nX), and `reasoning` is empty.
+    assert all(r["messages"][-1] == {"role": "assistant", "content": r["completion"].strip()} and r["reasoning"] == ""
                for r in default)
     counts = r1.manifest["counts"]
     assert counts["accepted"] == 11 and counts["rejected"] == 13

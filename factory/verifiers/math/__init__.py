@@ -475,6 +475,7 @@ class Job(NamedTuple):
 class MathVerifier(Verifier):
     Params = MathParams
     version = "1"
+    needs_reference = True
 
     def __init__(self, params: BaseModel, context: dict[str, Any] | None = None):
         super().__init__(params, context)
