@@ -69,8 +69,12 @@ def dataset_info(manifest: dict[str, Any]) -> list[dict[str, Any]]:
         files = [f for f in manifest.get("files", []) if f.get("config") == name]
         size = sum(int(f.get("bytes") or 0) for f in files)
         rows = sum(int(f.get("rows") or 0) for f in files)
-        out.append({"config_name": name, "splits": [{"name": "train", "num_examples": rows}],
-                    "download_size": size})
+        # num_bytes is required by `datasets`' card schema: without it every load warns twice that
+        # the splits YAML is malformed. Manifests written before it was recorded: the file size.
+        decoded = sum(int(f.get("uncompressed_bytes") or f.get("bytes") or 0) for f in files)
+        out.append({"config_name": name,
+                    "splits": [{"name": "train", "num_bytes": decoded, "num_examples": rows}],
+                    "download_size": size, "dataset_size": decoded})
     return out
 
 

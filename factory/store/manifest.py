@@ -50,8 +50,14 @@ def load_manifest(version_dir: str | Path) -> dict[str, Any]:
 def file_entry(root: Path, rel: str, config: str | None, split: str | None, rows: int | None) -> dict[str, Any]:
     """A file of the version; config/split/rows are None for files that are not data (the report)."""
     path = root / rel
-    return {"path": rel, "config": config, "split": split, "rows": rows,
-            "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    entry = {"path": rel, "config": config, "split": split, "rows": rows,
+             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    if path.suffix == ".parquet":  # the data's size once decoded: the card's splits.num_bytes
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        entry["uncompressed_bytes"] = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return entry
 
 
 def verify_files(version_dir: str | Path) -> list[str]:
