@@ -19,7 +19,7 @@ from factory.engines.base import check_engine_config
 from factory.engines.config import SamplingConfig, TeacherConfig
 from factory.errors import ConfigError
 from factory.prefilter.config import PrefilterConfig
-from factory.verifiers.base import answer_extraction, check_verifier_specs
+from factory.verifiers.base import answer_extraction, check_verifier_specs, needing_reference
 
 # TeacherConfig and SamplingConfig live in factory.engines.config; named here for the run config's users.
 __all__ = ["Config", "ConfigError", "SamplingConfig", "Section", "TeacherConfig", "VerifierSpec", "apply_overrides",
@@ -183,9 +183,7 @@ class Config(Section):
 
     def verifiers_needing_reference(self) -> list[str]:
         """Verifiers that can judge nothing without a reference: rows lacking one are rejected at input."""
-        from factory.verifiers import VERIFIERS
-
-        return [s.name for s in self.verifiers if getattr(VERIFIERS.get(s.name), "needs_reference", False)]
+        return needing_reference([v.name for v in self.verifiers])
 
     def answer_extraction(self) -> str:
         """How answers are pulled out of completions (the verifiers say; default boxed)."""

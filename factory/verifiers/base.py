@@ -107,6 +107,11 @@ def answer_extraction(specs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     return "boxed"
 
 
+def needing_reference(names: Sequence[str]) -> list[str]:
+    """The verifiers among `names` that judge against a reference (`needs_reference`)."""
+    return [n for n in names if verifier_class(n).needs_reference]
+
+
 def build_verifiers(specs: Sequence[Any], context: dict[str, Any] | None = None) -> list[Verifier]:
     """Build verifiers from config specs (objects with .name and .params())."""
     out: list[Verifier] = []
