@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
         cfg.output.incremental = True
     result = generate(cfg, resume_id=args.resume, new_run=args.new_run)
     console = Console()
+    if not result.new_version:
+        # Nothing generated: the latest version's table would pass its counts off as this run's.
+        console.print(f"nothing new: every prompt of the input is already in {result.version_dir.name}; "
+                      f"no new version (latest: {result.version_dir})")
+        return 0
     console.print(summary_table(result.manifest))
     console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"
                   f"{', resumed' if result.resumed else ''})")

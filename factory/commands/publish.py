@@ -4,7 +4,6 @@ to the Hub as one commit plus a tag `vN` (see factory/hub/__init__.py)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "publish a local version to the Hugging Face Hub (one commit + tag vN)"
@@ -40,13 +39,10 @@ def resolve_version_dir(source: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.hub import HubError, publish_version
+    from factory.hub import publish_version
 
-    try:
-        version_dir = resolve_version_dir(args.source)
-        result = publish_version(version_dir, args.repo, private=args.private)
-    except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # A HubError is a UserError: the CLI prints it as "factory publish: ..." like every command.
+    version_dir = resolve_version_dir(args.source)
+    result = publish_version(version_dir, args.repo, private=args.private)
     print(result.message)
     return 0

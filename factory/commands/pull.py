@@ -4,7 +4,6 @@ Hub dataset and check every file against its manifest's sha256."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "download one version of a Hub dataset and check it against its manifest"
 
@@ -18,13 +17,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.hub import HubError, parse_ref, pull
+    from factory.hub import parse_ref, pull
 
-    try:
-        repo_id, revision = parse_ref(args.ref)
-        path = pull(repo_id, revision, config=args.config, to=args.to)
-    except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # A HubError is a UserError: the CLI prints it as "factory pull: ..." like every command.
+    repo_id, revision = parse_ref(args.ref)
+    path = pull(repo_id, revision, config=args.config, to=args.to)
     print(path)
     return 0

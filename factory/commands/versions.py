@@ -1,4 +1,4 @@
-"""factory versions STORE/NAME | ORG/NAME : list a dataset's versions."""
+"""factory versions STORE/NAME | ORG/NAME : list a dataset's versions (STORE alone: its datasets)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,22 @@ def run(args: argparse.Namespace) -> int:
 
         console.print(list_hub_versions_table(args.dataset))
         return 0
+    from factory.store.layout import runs_dir
     from factory.store.version import list_versions
 
     versions = list_versions(path)
     if not versions:
+        datasets = sorted(d for d in path.iterdir() if d.is_dir() and (list_versions(d) or runs_dir(d).is_dir()))
+        if datasets:  # a store, not a dataset: say what it holds
+            t = Table(title=f"datasets in the store {path}")
+            for col in ("dataset", "versions", "latest"):
+                t.add_column(col)
+            for d in datasets:
+                vs = list_versions(d)
+                t.add_row(str(d), str(len(vs)), vs[-1].version if vs else "(no version yet)")
+            console.print(t)
+            console.print(f"list one dataset's versions with `factory versions {datasets[0]}`")
+            return 0
         raise UserError(f"no versions in {path} yet; make one with `factory generate CONFIG`")
     t = Table(title=str(path))
     for col in ("version", "created", "default rows", "all rows", "teacher", "run"):

@@ -60,6 +60,12 @@ class Engine(ABC):
         if params is not None:
             params.model_validate(engine_kwargs)
 
+    @classmethod
+    def preflight(cls, teacher: dict[str, Any]) -> None:
+        """Checks that need this machine (is the model there?), run before any replica starts so
+        that a mistake costs a one-line error, not an engine start and a traceback. Raise
+        ConfigError naming the key and the fix."""
+
     def info(self) -> dict:
         """Facts for the manifest (model, revision, engine version)."""
         return {}

@@ -14,6 +14,10 @@ from factory.common.section import Section
 from factory.degeneration import EarlyAbortConfig
 
 
+# What vLLM's --dtype accepts ("auto": the checkpoint's, or bf16/float32 on CPU).
+DTYPES = ("auto", "bfloat16", "float16", "half", "float32", "float")
+
+
 class TeacherConfig(Section):
     engine: str = "vllm"
     # A local directory, a Hub id, or "builtin:smollm2-135m-instruct" (converted once, cached).
@@ -33,6 +37,14 @@ class TeacherConfig(Section):
     cpus_per_replica: int | None = Field(default=None, ge=1)  # CPU replicas: default all cores
     expects_think_tags: bool = False  # the teacher writes <think>...</think> (R1 and its distills)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed through to the engine
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"teacher.dtype {v!r} unknown; use one of {', '.join(DTYPES)} "
+                             "(e.g. --set teacher.dtype=auto)")
+        return v
 
     @field_validator("replicas")
     @classmethod

@@ -21,6 +21,61 @@ def cache_root() -> Path:
     return Path(os.environ.get("FACTORY_CACHE", Path.home() / ".cache" / "factory"))
 
 
+def check_model(model: str, revision: str | None = None) -> None:
+    """Is `teacher.model` loadable here? Raise ConfigError with the fix; cheap (no weights read)."""
+    from factory.errors import ConfigError
+
+    if model.startswith(BUILTIN_PREFIX):
+        name = model.removeprefix(BUILTIN_PREFIX)
+        if name != SMOLLM2:
+            raise ConfigError(f"teacher.model {model!r}: unknown builtin model; the builtin is "
+                              f"{BUILTIN_PREFIX}{SMOLLM2} (--set teacher.model={BUILTIN_PREFIX}{SMOLLM2})")
+        if not (cache_root() / "models" / SMOLLM2 / "config.json").is_file():
+            try:
+                _find_gguf()
+            except RuntimeError as e:
+                raise ConfigError(f"teacher.model {model}: {e}") from None
+        return
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith(("/", ".", "~")):
+        if not path.is_dir():
+            raise ConfigError(f"teacher.model {model}: not a directory; point it at a model folder (config.json "
+                              f"and weights), a Hub id (ORG/NAME) or {BUILTIN_PREFIX}{SMOLLM2}")
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"teacher.model {model}: no config.json in it, so not a Hugging Face model folder; "
+                              "point teacher.model at the folder that holds config.json and the weights")
+        return
+    _check_hub_model(model, revision)
+
+
+def _check_hub_model(model: str, revision: str | None) -> None:
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    from factory.errors import ConfigError
+
+    local = f"(nor is it a local folder: {Path(model).resolve()} does not exist)"
+    if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+        return  # in the local Hugging Face cache: loads offline
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(
+            f"teacher.model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set {local}; "
+            f"download it where there is network (`huggingface-cli download {model}`) or set teacher.model to a "
+            "local model folder")
+    try:
+        HfApi().model_info(model, revision=revision, timeout=15)
+    except RepositoryNotFoundError:
+        raise ConfigError(f"teacher.model {model!r}: no such model on the Hugging Face Hub {local}, or it is "
+                          "gated/private (log in with `huggingface-cli login`); check the id") from None
+    except RevisionNotFoundError:
+        raise ConfigError(f"teacher.revision {revision!r}: model {model!r} has no such revision") from None
+    except Exception as e:  # offline, DNS, proxy, timeout
+        raise ConfigError(
+            f"teacher.model {model!r}: cannot reach the Hugging Face Hub to find it ({type(e).__name__}) and it is "
+            f"not in the local cache {local}; check the network, or download it elsewhere "
+            f"(`huggingface-cli download {model}`) and set teacher.model to its local folder") from None
+
+
 def resolve_model(model: str) -> str:
     """Map builtin aliases to a local directory; anything else passes through unchanged."""
     if not model.startswith(BUILTIN_PREFIX):

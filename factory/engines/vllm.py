@@ -43,6 +43,12 @@ class VLLMEngine(Engine):
     def cpu_replica_env(cls, cpus: int) -> dict[str, str]:
         return cpu_engine_env(cpus)
 
+    @classmethod
+    def preflight(cls, teacher: dict[str, Any]) -> None:
+        from factory.engines.models import check_model
+
+        check_model(teacher["model"], teacher.get("revision"))
+
     def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
         self.teacher = teacher
         self.sampling = sampling

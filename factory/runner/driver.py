@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factory.config import Config
+from factory.engines.base import engine_class
 from factory.errors import UserError
 from factory.prefilter import apply_prefilters
 from factory.runner.backends import Replica, open_backend
@@ -41,6 +42,25 @@ class GenerateResult:
     manifest: dict[str, Any]
     run_dir: Path
     resumed: bool
+    new_version: bool = True  # False: an incremental run found nothing new; version_dir is the latest
+
+
+def check_store_writable(dataset_dir: Path) -> None:
+    """A read-only or unreachable store is a one-line error, not a raw OSError from deep inside."""
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        probe = dataset_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output.store: cannot write to {dataset_dir} ({e.strerror or e}); pick a writable "
+                        f"folder with --set output.store=PATH") from None
+
+
+def preflight(cfg: Config) -> None:
+    """Checks that need this machine, before any engine starts: the store, the teacher model."""
+    check_store_writable(dataset_path(cfg.output.store, cfg.output.name))
+    engine_class(cfg.teacher.engine).preflight(cfg.teacher.model_dump(mode="json"))
 
 
 def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -> GenerateResult:
@@ -49,6 +69,7 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
     Everything a user can get wrong (config, input, store) is checked before any engine starts.
     """
     dataset_dir = dataset_path(cfg.output.store, cfg.output.name)
+    preflight(cfg)
     with dataset_lock(dataset_dir):
         prompt_set = load_prompts(cfg)
         check_input_policy(prompt_set, cfg.source)
@@ -66,8 +87,9 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
             parent = version_path(dataset_dir, meta["parent"]) if meta["parent"] else None
             prompts = _not_yet_published(prompts, parent)
         if not prompts and parent is not None:
-            log.warning("no prompts that %s does not hold already: no new version", parent.name)
-            return GenerateResult(parent, load_manifest(parent), run_path, resumed)
+            if not RunDir(run_path).committed_shards():
+                RunDir(run_path).remove()  # nothing was generated: leave no unfinished run behind
+            return GenerateResult(parent, load_manifest(parent), run_path, resumed, new_version=False)
         if not prompts:
             raise UserError(
                 f"no prompts to generate from {prompt_set.info['name']}: input rejected "
@@ -191,6 +213,11 @@ def _wait_ready(backend: Backend, replicas: list[Any], stats: RunStats) -> dict[
         r.info, r.started = info, True
     stats.engine_ready_s = time.perf_counter() - stats.started
     info = dict(infos[0])
+    # One "ready" figure everywhere (summary, manifest, card): seconds from the run's start until
+    # every replica was ready. The engine's own load time of the first replica is kept beside it.
+    if "ready_s" in info:
+        info["engine_load_s"] = info.pop("ready_s")
+    info["ready_s"] = round(stats.engine_ready_s, 3)
     info.pop("pid", None)
     info.pop("placement_group", None)
     info["replicas"] = len(replicas)

@@ -144,6 +144,11 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def _secs(x: float | None, none: str = "-") -> str:
+    """A duration for the table; "-" when it never happened (0.0 would claim it did, at once)."""
+    return none if x is None else f"{x:.1f}"
+
+
 def summary_table(manifest: dict[str, Any]) -> Table:
     """The table printed at the end of a run: what a dataset builder reads first."""
     c, st = manifest.get("counts", {}), manifest.get("run_stats", {})
@@ -179,8 +184,8 @@ def summary_table(manifest: dict[str, Any]) -> Table:
             t.add_row(f"estimated cost ({run.get('gpu_hour_price')}/{run.get('device') or 'device'}-hour)",
                       f"{run['estimated_cost']:,.4f}")
     t.add_row("output tokens/s", f"{st.get('tokens_per_s', 0):,.1f}")
-    t.add_row("engine ready (s)", f"{st.get('engine_ready_s') or 0:.1f}")
-    t.add_row("first accepted trace (s)", f"{st.get('first_accept_s') or 0:.1f}")
-    t.add_row("tail after the last completion (s)", f"{st.get('tail_s') or 0:.1f}")
+    t.add_row("engine ready (s)", _secs(st.get("engine_ready_s")))
+    t.add_row("first accepted trace (s)", _secs(st.get("first_accept_s"), none="- (none accepted)"))
+    t.add_row("tail after the last completion (s)", _secs(st.get("tail_s")))
     t.add_row("wall time (s)", f"{st.get('wall_s', 0):.1f}")
     return t
