@@ -12,8 +12,9 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
-from factory import __version__
+from factory import __version__, terminal
 from factory.errors import UserError
 
 
@@ -38,11 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError) as e:
-        print(f"factory {args.command}: {e}", file=sys.stderr)
+        print(f"factory {args.command}: {e}", file=terminal.stderr())
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
-        print("interrupted: committed parts are kept; run the same command again to resume", file=sys.stderr)
+        print("interrupted: committed parts are kept; run the same command again to resume", file=terminal.stderr())
         return 130
+    except Exception:
+        if terminal.log_path() is None:
+            raise
+        # A bug, or a failure factory did not foresee: the traceback belongs on the terminal, not
+        # only in the log that third-party output is going to.
+        traceback.print_exc(file=terminal.stderr())
+        print(f"factory {args.command}: failed; the log of this run: {terminal.log_path()}", file=terminal.stderr())
+        return 1
 
 
 if __name__ == "__main__":

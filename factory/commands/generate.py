@@ -21,24 +21,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-hour-price", type=float, metavar="PRICE",
                    help="price of one GPU-hour (or CPU engine machine-hour): the summary, card and manifest "
                         "show an estimated cost (same as --set run.gpu_hour_price=PRICE)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show vLLM's, Ray's and other libraries' output here (default: the run's factory.log)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from factory import terminal
     from factory.config import load_config
     from factory.runner.driver import generate
     from factory.runner.progress import summary_table
 
     price = [] if args.gpu_hour_price is None else [f"run.gpu_hour_price={args.gpu_hour_price}"]
     cfg = load_config(args.config, args.overrides + price)  # validated with the rest (>= 0)
+    if not args.verbose:
+        terminal.quiet()  # third-party output to a log in the run's folder, from here on
     if args.no_progress:
         cfg.run.progress = False
     if args.incremental:
         cfg.output.incremental = True
     result = generate(cfg, resume_id=args.resume, new_run=args.new_run)
-    console = Console()
+    console = Console(file=terminal.stdout())
     if not result.new_version:
         # Nothing generated: the latest version's table would pass its counts off as this run's.
         console.print(f"nothing new: every prompt of the input is already in {result.version_dir.name}; "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from factory import terminal
 from factory.config import Config
 from factory.engines.base import engine_class
 from factory.errors import UserError
@@ -75,6 +76,7 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
         check_input_policy(prompt_set, cfg.source)
         prompts, prefiltered, removed = _prefilter(cfg, prompt_set.prompts)
         run_path, resumed = open_run(dataset_dir, cfg, resume_id, input_identity(prompt_set.info), new_run)
+        terminal.log_to(run_path / terminal.LOG_NAME)  # no-op unless the CLI made the terminal quiet
         _record_removed(run_path, removed)
         meta = read_run_json(run_path)
         parent: Path | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from factory import terminal
 
 
 @dataclass
@@ -100,7 +101,7 @@ class ProgressView:
 
     def __init__(self, stats: RunStats, enabled: bool = True):
         self.stats = stats
-        self.console = Console(stderr=True)
+        self.console = Console(file=terminal.stderr())
         self.enabled = enabled
         self._bar: Progress | None = None
         self._last_line = 0.0
@@ -127,7 +128,8 @@ class ProgressView:
             self._bar.update(self._task, completed=s.prompts_done, rate=rate, acc=acc)
         elif self.enabled and time.perf_counter() - self._last_line > 10:
             self._last_line = time.perf_counter()
-            print(f"generate: {s.prompts_done}/{s.prompts_total} prompts, {rate}, {acc}", file=sys.stderr, flush=True)
+            print(f"generate: {s.prompts_done}/{s.prompts_total} prompts, {rate}, {acc}", file=terminal.stderr(),
+                  flush=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -45,5 +45,8 @@ def vllm_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
     proc = run_factory(store)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    # What the terminal showed, for the checks of what a default run prints.
+    (store / "terminal.stdout").write_text(proc.stdout)
+    (store / "terminal.stderr").write_text(proc.stderr)
     assert (store / "it" / "v1").is_dir(), proc.stdout
     return store

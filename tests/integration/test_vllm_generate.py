@@ -179,3 +179,20 @@ def test_prompt_longer_than_the_context_is_a_row_not_a_crash() -> None:
     out = asyncio.run(run())
     assert [c.finish_reason for c in out] == ["error", "error"]
     assert all(c.error.startswith("prompt_too_long:") and c.prompt_tokens > 32 for c in out)
+
+
+def test_default_run_prints_only_factory_output(vllm_store: Path) -> None:
+    """vLLM's warnings, Ray, Triton, torch, the engine core's shutdown and the resource tracker go
+    to the run's factory.log; the terminal holds the summary, the version and the log's path."""
+    out = (vllm_store / "terminal.stdout").read_text().splitlines()
+    err = (vllm_store / "terminal.stderr").read_text().splitlines()
+    table = set("┏┃┡│└━┳╇┩┓┗┛┻ ")
+    for line in out:
+        assert (not line.strip() or line.startswith(("version: ", "load it: ")) or line[0] in table
+                or line.strip().startswith("it v1")), f"not factory's: {line!r}"
+    assert any(line.startswith("version: ") for line in out)
+    logs = [line for line in err if line.startswith("log: ")]
+    assert len(logs) == 1 and all(line.startswith(("log: ", "generate: ")) for line in err), err
+    log = Path(logs[0].split()[1])
+    assert log.name == "factory.log" and log.parent.parent.name == ".runs"
+    assert "vllm" in log.read_text().lower()  # redirected, not silenced
