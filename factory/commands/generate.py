@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from factory.config import Config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-hour-price", type=float, metavar="PRICE",
                    help="price of one GPU-hour (or CPU engine machine-hour): the summary, card and manifest "
                         "show an estimated cost (same as --set run.gpu_hour_price=PRICE)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, model, store and input (rejects, prefilter, prompt lengths), print the "
+                        "resolved config; start no engine, write nothing")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="show vLLM's, Ray's and other libraries' output here (default: the run's factory.log)")
     p.set_defaults(func=run)
@@ -36,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     price = [] if args.gpu_hour_price is None else [f"run.gpu_hour_price={args.gpu_hour_price}"]
     cfg = load_config(args.config, args.overrides + price)  # validated with the rest (>= 0)
+    if args.dry_run:
+        return _dry_run(cfg)
     if not args.verbose:
         terminal.quiet()  # third-party output to a log in the run's folder, from here on
     if args.no_progress:
@@ -58,4 +67,42 @@ def run(args: argparse.Namespace) -> int:
 
         res = publish_version(result.version_dir, cfg.publish.repo, private=cfg.publish.private)
         console.print(res.message)
+    return 0
+
+
+def _dry_run(cfg: "Config") -> int:
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from factory.runner.dryrun import dry_run
+
+    r = dry_run(cfg)
+    console = Console()
+    console.print("[bold]resolved config[/bold]")
+    console.print(yaml.safe_dump(r.config, sort_keys=False).rstrip(), highlight=False, markup=False)
+    t = Table(title=f"dry run: {r.source.get('name')}", show_header=True)
+    t.add_column("input")
+    t.add_column("count", justify="right")
+    t.add_row("rows read", f"{r.rows_examined:,}")
+    for reason, n in sorted(r.input_rejected.items(), key=lambda kv: -kv[1]):
+        where = f" (first at {r.first_rejected_at[reason]})" if reason in r.first_rejected_at else ""
+        t.add_row(f"  input rejected: {reason}{where}", f"{n:,}")
+    for reason, n in sorted(r.prefiltered.items()):
+        t.add_row(f"  prefiltered: {reason}", f"{n:,}")
+    t.add_row("prompts to generate", f"{r.prompts:,}")
+    t.add_row(f"samples to generate (x{cfg.sampling.n})", f"{r.prompts * cfg.sampling.n:,}")
+    if r.longest_prompt_tokens is not None:
+        t.add_row("longest prompt (tokens)", f"{r.longest_prompt_tokens:,}")
+        t.add_row(f"  longer than teacher.max_model_len ({cfg.teacher.max_model_len})", f"{len(r.over_context):,}")
+        t.add_row(f"  leaving < sampling.max_tokens ({cfg.sampling.max_tokens}) to generate",
+                  f"{r.short_of_max_tokens:,}")
+    console.print(t)
+    console.print(f"prompt lengths: {r.token_check}", highlight=False)
+    if r.source.get("content_sha256") or r.source.get("revision"):
+        console.print(f"input identity: {r.source.get('content_sha256') or r.source.get('revision')}", highlight=False)
+    if r.policy_error:
+        console.print(f"[bold red]a run would stop here:[/bold red] {r.policy_error}", highlight=False)
+        return 2
+    console.print("dry run: no engine started, nothing written")
     return 0

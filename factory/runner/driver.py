@@ -46,8 +46,15 @@ class GenerateResult:
     new_version: bool = True  # False: an incremental run found nothing new; version_dir is the latest
 
 
-def check_store_writable(dataset_dir: Path) -> None:
-    """A read-only or unreachable store is a one-line error, not a raw OSError from deep inside."""
+def check_store_writable(dataset_dir: Path, create: bool = True) -> None:
+    """A read-only or unreachable store is a one-line error, not a raw OSError from deep inside.
+    `create=False` (a dry run) writes nothing: the nearest existing folder must be writable."""
+    if not create:
+        existing = next((p for p in (dataset_dir, *dataset_dir.parents) if p.exists()), Path("/"))
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"output.store: cannot write to {dataset_dir} ({existing} is not a writable folder); "
+                            "pick a writable folder with --set output.store=PATH")
+        return
     try:
         dataset_dir.mkdir(parents=True, exist_ok=True)
         probe = dataset_dir / f".write-test-{os.getpid()}"
@@ -58,9 +65,9 @@ def check_store_writable(dataset_dir: Path) -> None:
                         f"folder with --set output.store=PATH") from None
 
 
-def preflight(cfg: Config) -> None:
+def preflight(cfg: Config, create: bool = True) -> None:
     """Checks that need this machine, before any engine starts: the store, the teacher model."""
-    check_store_writable(dataset_path(cfg.output.store, cfg.output.name))
+    check_store_writable(dataset_path(cfg.output.store, cfg.output.name), create)
     engine_class(cfg.teacher.engine).preflight(cfg.teacher.model_dump(mode="json"))
 
 
@@ -74,7 +81,7 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
     with dataset_lock(dataset_dir):
         prompt_set = load_prompts(cfg)
         check_input_policy(prompt_set, cfg.source)
-        prompts, prefiltered, removed = _prefilter(cfg, prompt_set.prompts)
+        prompts, prefiltered, removed = prefilter_prompts(cfg, prompt_set.prompts)
         run_path, resumed = open_run(dataset_dir, cfg, resume_id, input_identity(prompt_set.info), new_run)
         terminal.log_to(run_path / terminal.LOG_NAME)  # no-op unless the CLI made the terminal quiet
         _record_removed(run_path, removed)
@@ -121,7 +128,7 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
         return GenerateResult(version_dir, load_manifest(version_dir), run_path, resumed)
 
 
-def _prefilter(cfg: Config, prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int], list[tuple[Prompt, str]]]:
+def prefilter_prompts(cfg: Config, prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int], list[tuple[Prompt, str]]]:
     if cfg.prefilter is None:
         return prompts, {}, []
     kept, counts, removed = apply_prefilters(prompts, cfg.prefilter)
