@@ -106,3 +106,32 @@ def test_summary_says_none_accepted_instead_of_zero_seconds() -> None:
     console.print(summary_table({"counts": {"accepted": 0}, "run_stats": {"first_accept_s": None, "wall_s": 3.0}}))
     text = console.export_text()
     assert "- (none accepted)" in text and "first accepted trace (s)" in text
+
+
+def test_ctrl_c_prints_the_clean_message_and_no_traceback(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (the driver, its verification workers, an engine's
+    processes); the terminal shows the one clean message, the children's tracebacks go to the log."""
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "factory.cli", "generate", str(REPO / "configs/default.yaml"),
+            "--set", f"output.store={tmp_path / 'store'}", "--set", "teacher.engine=scripted",
+            "--set", "teacher.engine_kwargs.delay_s=60", "--set", "run.backend=local", "--set", "source.limit=40",
+            "--set", "run.shard_size=2", "--set", "sampling.n=1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        runs = tmp_path / "store" / "default-arithmetic" / ".runs"
+        while time.monotonic() < deadline and not any(runs.glob("*/factory.log")):
+            time.sleep(0.2)
+        time.sleep(3)  # the verification workers and the engine are up and busy
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted: committed parts are kept" in err
+    assert "Traceback" not in err + out and "KeyboardInterrupt" not in err + out, err
