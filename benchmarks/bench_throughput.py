@@ -22,6 +22,12 @@ Ray actor, as on a cluster), after each factory run and bracketed the same way. 
 Ray run gets on this machine; on a small CPU machine Ray's own daemons share the engine's cores
 (benchmarks/ray_wakeups.py measures them). `--control` adds it.
 
+Detectors on, never firing (`--detectors`): (b) runs with `sampling.early_abort` watching every
+sample every 32 tokens with the default rules' full work (the tail check, the n-gram count) but
+thresholds no text reaches (`tail_min_repeats` above any run, `max_duplicate_ratio: 1.0`), so every
+request still generates max_tokens: what watching tokens costs the engine. The bench fails if a
+sample was aborted anyway.
+
 GPU variant (lent H100): pass `--set teacher.model=/path/to/dummy-model
 --set teacher.engine_kwargs={load_format: dummy}` with the shapes from shared/gpu/make_models.py.
 """
@@ -34,6 +40,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import factory_generate, json_lines, record, run  # noqa: E402
+
+
+# The default rules, every 32 tokens, doing their full work on every check but unable to fire: no
+# run is 100000 periods long, and a duplicate-n-gram share never exceeds 1.
+WATCH_ONLY = "{every_tokens: 32, repetition: {tail_min_repeats: 100000, max_duplicate_ratio: 1.0}}"
 
 
 def median(xs: list[float]) -> float:
@@ -56,7 +67,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=4, help="factory runs, each between two raw runs")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--control", action="store_true", help="add (c), factory generate on the Ray backend")
+    ap.add_argument("--detectors", action="store_true", help="(b) with early-abort detectors on, never firing")
     args = ap.parse_args()
+    factory_only = [f"sampling.early_abort={WATCH_ONLY}"] if args.detectors else []
     shared = [f"source.limit={args.prompts}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
               "sampling.ignore_eos=true", *args.overrides]
 
@@ -66,7 +79,9 @@ def main() -> int:
     raws = [json_lines(run(raw_cmd).stdout)[-1]]
     runs, controls, teacher = [], [], {}
     for i in range(args.repeat):
-        manifest = factory_generate(args.config, shared, "bench-throughput")
+        manifest = factory_generate(args.config, shared + factory_only, "bench-throughput")
+        if args.detectors and manifest["counts"].get("finish_reason", {}).get("abort"):
+            raise SystemExit("a detector fired in the never-firing variant: the throughput figure would be wrong")
         runs.append(manifest["run_stats"])
         teacher = manifest["teacher"]
         if args.control:
@@ -88,7 +103,7 @@ def main() -> int:
           f"{st['tokens_out']} tokens, {st['generation_s']:.1f} s; engine ready {st['engine_ready_s']:.1f} s, "
           f"first verified trace {st.get('first_verified_s')} s, first accepted {st['first_accept_s']} s; "
           f"tail after the last completion {st.get('tail_s')} s)")
-    print(f"ratio factory/raw = {ratio:.3f}  (median of {len(ratios)}, each against the raw runs around it; "
+    print(f"ratio factory{' (detectors on, never firing)' if args.detectors else ''}/raw = {ratio:.3f}  (median of {len(ratios)}, each against the raw runs around it; "
           f"range {min(ratios):.3f}-{max(ratios):.3f})")
     extra = {}
     if controls:
@@ -105,7 +120,7 @@ def main() -> int:
             "raw_engine_ready_s": raw["engine_ready_s"], "factory_engine_ready_s": st["engine_ready_s"],
             "factory_first_accept_s": st["first_accept_s"], "factory_first_verified_s": st.get("first_verified_s"),
             "factory_tail_s": st.get("tail_s"), "device": teacher.get("device"), "dtype": teacher.get("dtype"),
-            "backend": backend,
+            "backend": backend, "detectors": args.detectors,
             "overrides": args.overrides, **extra})
     return 0
 

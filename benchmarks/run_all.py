@@ -12,6 +12,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 STEPS = [
     ["bench_throughput.py"],
+    ["bench_throughput.py", "--detectors", "--repeat", "2"],
+    ["bench_yield.py"],
     ["bench_adaptive.py"],
     ["bench_verify.py"],
     ["bench_sandbox.py"],
