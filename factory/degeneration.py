@@ -89,7 +89,7 @@ def tail_loop(text: str, window: int, min_repeats: int, min_chars: int) -> tuple
     # the window there is no loop: C's find says so in microseconds, and the Python pass below
     # (milliseconds on 8k characters) runs only for texts that repeat their own ending.
     g = max(1, min(64, min_chars * (min_repeats - 1) // min_repeats))
-    if tail.find(tail[-g:], 0, len(tail) - 1) == len(tail) - g:
+    if tail.find(tail[-g:], 0, len(tail) - 1) == -1:  # searched up to, not including, the last copy
         return None
     r = tail[::-1]
     z = _z_function(r)

@@ -49,6 +49,20 @@ def test_tail_loop_shortcut_changes_nothing(min_repeats, min_chars):
         assert tail_loop(text, 2048, min_repeats, min_chars) == _tail_loop_ungated(text, 2048, min_repeats, min_chars)
 
 
+def test_tail_loop_skips_the_linear_pass_for_text_that_does_not_repeat_its_ending(monkeypatch):
+    # The online checks run every few tokens: prose must cost a find(), not the z-function.
+    import factory.degeneration as d
+
+    def z_function(s):
+        raise AssertionError("the z-function ran on text whose ending occurs nowhere earlier")
+
+    prose = "".join(f"Step {i}: we add {i} and {i + 1} to get {2 * i + 1}. " for i in range(300))
+    monkeypatch.setattr(d, "_z_function", z_function)
+    assert d.tail_loop(prose, 8192, 5, 200) is None
+    with pytest.raises(AssertionError):
+        d.tail_loop(prose + LOOP_LINE * 10, 8192, 5, 200)
+
+
 @pytest.mark.parametrize("n", [2, 3, 10])
 def test_ngram_counter_equals_offline_ratio_at_every_prefix(n):
     rng = random.Random(n)
