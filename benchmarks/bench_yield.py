@@ -112,10 +112,13 @@ def main() -> int:
     for s in shared:
         plain_cmd += ["--set", s]
     plains = [plain_figures(json_lines(run(plain_cmd).stdout)[-1])]
+    print(line("plain  ", plains[-1]), flush=True)  # each run as it ends: a cut-short bench still says something
     runs: list[dict[str, Any]] = []
     for i in range(args.repeat):
         runs.append(factory_figures(factory_generate(args.config, best, "bench-yield")))
+        print(line("factory", runs[-1]), flush=True)
         plains.append(plain_figures(json_lines(run(plain_cmd).stdout)[-1]))
+        print(line("plain  ", plains[-1]), flush=True)
         print(f"[{i + 1}/{args.repeat}] plain {per_hour(plains[i])[0]:,.0f} -> factory {per_hour(runs[i])[0]:,.0f} "
               f"-> plain {per_hour(plains[i + 1])[0]:,.0f} solved problems per engine-hour", flush=True)
 
