@@ -54,3 +54,4 @@ class Trace:
     has_think_tags: bool
     think_tags_balanced: bool
     extracted_answer: str | None = None
+    extraction: str | None = None  # how extracted_answer was found: "boxed", "boxes", "answer_is"...

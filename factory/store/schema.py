@@ -8,6 +8,7 @@ reasoning block, else the completion as written (and `reasoning` is "").
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -80,6 +81,9 @@ def count_doubled(messages_column: Iterable[Any]) -> int:
     return n
 
 
+_EXTRACTION_LABEL = re.compile(r" \((?:boxed|boxes|answer_is|whole_text|math_verify|last_number)\)$")
+
+
 def decide(verdicts: Sequence[Verdict], advisory: frozenset[str] = frozenset()) -> tuple[bool, str | None]:
     """A trace is accepted only if every verdict passed; otherwise the first non-pass names why.
 
@@ -91,7 +95,8 @@ def decide(verdicts: Sequence[Verdict], advisory: frozenset[str] = frozenset()) 
             continue
         if v.passed is not True:
             reason = v.reason or ("unknown" if v.passed is None else "failed")
-            return False, f"{v.name}:{reason}"
+            # Rejects are counted by what went wrong; how the answer was found stays in `verdicts`.
+            return False, f"{v.name}:{_EXTRACTION_LABEL.sub('', reason)}"
     return True, None
 
 

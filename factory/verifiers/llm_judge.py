@@ -190,7 +190,9 @@ class LLMJudgeVerifier(Verifier):
         if p.only_after is None:
             return True
         target = next((v for v in prior if v.name == p.only_after), None)
-        if target is None or target.passed is not False or target.reason not in p.only_reasons:
+        # A reason may name how the answer was found (`wrong_answer (boxed)`): match its first word.
+        base = (target.reason or "").split(" (")[0] if target is not None else None
+        if target is None or target.passed is not False or base not in p.only_reasons:
             return False
         if p.only_if_sole_failure:
             # Other advisory verdicts are never decisive, so they do not count here.

@@ -13,7 +13,11 @@ from factory.types import Completion, Prompt, Trace
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
-EXTRACTION_MODES: tuple[str, ...] = ("boxed", "answer_is", "boxed_or_answer_is", "last_number")
+# "final": what R1-style teachers write -- every box of the final answer, or a "final answer is"
+# statement written after the last box; the math verifier then falls back to math-verify's own
+# extraction when neither is there (see docs/verifiers.md).
+EXTRACTION_MODES: tuple[str, ...] = ("final", "boxed", "answer_is", "boxed_or_answer_is", "last_number")
+DEFAULT_EXTRACTION = "final"
 
 
 def split_reasoning(text: str, reasoning_content: str | None) -> tuple[str, str, bool, bool]:
@@ -60,28 +64,21 @@ def split_reasoning(text: str, reasoning_content: str | None) -> tuple[str, str,
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...}; None when absent, empty or unbalanced."""
-    start = -1
-    cmd_len = 0
-    for cmd in _BOX_COMMANDS:
-        at = text.rfind(cmd)
-        if at > start:
-            start, cmd_len = at, len(cmd)
-    if start < 0:
-        return None
+def _box_at(text: str, start: int, cmd_len: int) -> tuple[str | None, int]:
+    """(content, end) of the box whose command starts at `start`; content None when empty,
+    unbalanced or not a box at all (`\\boxedfoo`)."""
     i = start + cmd_len
     n = len(text)
     while i < n and text[i] in " \t":
         i += 1
     if i >= n:
-        return None
+        return None, n
     if text[i] != "{":
         # `\boxed 5`: TeX takes one token; accept a bare run up to whitespace or `$`.
         if text[i].isalpha() and i == start + cmd_len:
-            return None  # `\boxedfoo` is another command, not a box
+            return None, i  # `\boxedfoo` is another command, not a box
         m = re.match(r"[^\s$]+", text[i:])
-        return m.group(0) if m else None
+        return (m.group(0), i + m.end()) if m else (None, i)
     depth = 0
     j = i
     while j < n:
@@ -95,9 +92,74 @@ def _last_boxed(text: str) -> str | None:
             depth -= 1
             if depth == 0:
                 content = text[i + 1 : j].strip()
-                return content or None
+                return content or None, j + 1
         j += 1
-    return None  # unbalanced: the box never closed (often a truncated trace)
+    return None, n  # unbalanced: the box never closed (often a truncated trace)
+
+
+_BOX_START = re.compile(r"\\+(?:boxed|fbox)")  # `\\\\boxed`: an escaped backslash in JSON-ish text
+
+
+def _boxes(text: str) -> list[tuple[int, int, str | None]]:
+    """Every box in `text` as (start, end, content), in order; linear in len(text)."""
+    out: list[tuple[int, int, str | None]] = []
+    pos = 0
+    while True:
+        m = _BOX_START.search(text, pos)
+        if m is None:
+            return out
+        content, end = _box_at(text, m.start(), m.end() - m.start())
+        out.append((m.start(), end, content))
+        pos = max(end, m.end())
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} / \\fbox{...}; None when absent, empty or unbalanced."""
+    start = -1
+    cmd_len = 0
+    for cmd in _BOX_COMMANDS:
+        at = text.rfind(cmd)
+        if at > start:
+            start, cmd_len = at, len(cmd)
+    if start < 0:
+        return None
+    return _box_at(text, start, cmd_len)[0]
+
+
+# What may stand between two boxes of one answer: `\boxed{1}, \boxed{2} and \boxed{3}`,
+# `\boxed{-2} \quad \text{and} \quad \boxed{1}`, `$\boxed{a}$ or $\boxed{b}$`.
+_BOX_JOIN = re.compile(
+    r"(?:[^A-Za-z0-9\\]|\\[,;:! ]|\\q?quad|\\text\{[^{}$]*\}|\\(?:\(|\)|\[|\]|\\)|\band\b|\bor\b)*"
+)
+# `\\boxed{1} papers and \\boxed{2} bins`: one unit word, then "and" or a comma...
+_UNIT_JOIN = re.compile(
+    r"\W*(?:[A-Za-z]+\s*(?:,|\band\b|\bor\b)|(?:,|\band\b)\W*[A-Za-z](?:_\{?\w+\}?)?\s*=)\W*"
+)  # ... or a label: `y_1 = \\boxed{a} \\) and \\( y_2 = \\boxed{b}`
+_MAX_JOIN = 40  # characters between two boxes of one answer
+
+
+def _final_boxes(text: str) -> tuple[str | None, int, int]:
+    """The boxes of the final answer joined as a list, the end of the last box (-1: none) and
+    how many boxes were joined.
+
+    Only boxes that follow each other with nothing but separators between them belong to the
+    final answer: a box earlier in the text is a step, or a first try the teacher corrected."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None, -1, 0
+    group = [boxes[-1]]
+    for prev in reversed(boxes[:-1]):
+        gap = text[prev[1] : group[0][0]]
+        if len(gap) > _MAX_JOIN or not (_BOX_JOIN.fullmatch(gap) or _UNIT_JOIN.fullmatch(gap)):
+            break
+        group.insert(0, prev)
+    contents: list[str] = []
+    for _, _, c in group:
+        if c is not None and c not in contents:  # `\boxed{3} \boxed{3}` is one answer
+            contents.append(c)
+    if not contents:
+        return None, boxes[-1][1], 0
+    return ", ".join(contents), boxes[-1][1], len(contents)
 
 
 # "The (final) answer is X" / "Answer: X". Anchored on the literal word so the scan stays linear.
@@ -108,29 +170,44 @@ _ANSWER_IS = re.compile(
 )
 
 
+# `$12$ and $13$`, `$1$, $2$ or $3$`: several math spans joined by separators only.
+_SPAN_LIST = re.compile(r"\$[^$]+\$(?:\s*(?:,|\band\b|\bor\b)\s*\$[^$]+\$)+")
+
+
 def _clean_answer(raw: str) -> str | None:
     s = raw.strip()
     boxed = _last_boxed(s)
     if boxed is not None:
         return boxed
     s = s.strip("*").strip()  # markdown bold around the answer
+    s = s.replace('\\"', '"').strip('"').strip()  # `is "$12$ and $13$"`
     if s.startswith("$"):
-        # `$\frac{1}{2}$.` -> the math inside the first math span
-        inner = s.lstrip("$")
-        end = inner.find("$")
-        s = inner[:end] if end >= 0 else inner
+        # `$\frac{1}{2}$.` -> the math inside the first math span; `$12$ and $13$` -> both
+        spans = _SPAN_LIST.match(s)
+        if spans:
+            s = ", ".join(m.strip() for m in re.findall(r"\$([^$]*)\$", spans.group(0)))
+        else:
+            inner = s.lstrip("$")
+            end = inner.find("$")
+            s = inner[:end] if end >= 0 else inner
     else:
         # Cut at the end of the sentence; a period inside a number ("3.5") has no space after it.
         m = re.search(r"\.(\s|$)", s)
         if m:
             s = s[: m.start()]
     s = s.strip().rstrip(".").strip().strip("*").strip()
+    if _PROSE.search(re.sub(r"\$[^$]*\$|\\text\{[^{}]*\}", " ", s)):
+        return None  # "The largest $n$ is 34": a sentence, for math-verify's extraction to read
     return s or None
 
 
-def _answer_is(text: str) -> str | None:
+# Two words in a row outside math: a sentence, not an answer (`5 apples` is still an answer).
+_PROSE = re.compile(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}")
+
+
+def _answer_is(text: str, after: int = 0) -> str | None:
     last = None
-    for last in _ANSWER_IS.finditer(text):
+    for last in _ANSWER_IS.finditer(text, after):
         pass
     if last is None:
         return None
@@ -158,27 +235,61 @@ def _last_number(text: str) -> str | None:
     return s
 
 
-def extract_answer(text: str, mode: str = "boxed") -> str | None:
-    """The final answer in `text`, or None. Modes: see EXTRACTION_MODES."""
+def extract_final(text: str, mode: str = DEFAULT_EXTRACTION) -> tuple[str | None, str | None]:
+    """(answer, how): the final answer in `text` and the extraction that found it ("boxed",
+    "boxes" for several, "answer_is", "last_number"); (None, None) when there is none.
+    Modes: see EXTRACTION_MODES."""
     if mode not in EXTRACTION_MODES:
         raise ValueError(f"unknown extraction mode {mode!r}; modes are: {', '.join(EXTRACTION_MODES)}")
     if not text:
-        return None
+        return None, None
+    found: str | None
+    if mode == "final":
+        boxed, end, count = _final_boxes(text)
+        # "... \boxed{5}. Wait, I made an error: the final answer is $10,455$." -- the later
+        # statement wins; one that only repeats the box (`is \boxed{5}`) was read as the box.
+        stated = _answer_is(text, end) if end >= 0 else _answer_is(text)
+        if stated is not None:
+            return stated, "answer_is"
+        if boxed is not None:
+            return boxed, "boxes" if count > 1 else "boxed"
+        return None, None
     if mode == "boxed":
-        return _last_boxed(text)
+        found = _last_boxed(text)
+        return found, "boxed" if found is not None else None
     if mode == "answer_is":
-        return _answer_is(text)
+        found = _answer_is(text)
+        return found, "answer_is" if found is not None else None
     if mode == "boxed_or_answer_is":
-        boxed = _last_boxed(text)
-        return boxed if boxed is not None else _answer_is(text)
-    return _last_number(text)
+        found = _last_boxed(text)
+        if found is not None:
+            return found, "boxed"
+        found = _answer_is(text)
+        return found, "answer_is" if found is not None else None
+    found = _last_number(text)
+    return found, "last_number" if found is not None else None
 
 
-def make_trace(prompt: Prompt, completion: Completion, extraction: str = "boxed") -> Trace:
+def reference_answer(reference: str) -> str:
+    """A reference written as a worked solution (MATH, NuminaMath) stands for its final boxes,
+    or its "final answer is" statement."""
+    if "box" not in reference and len(reference) < 200:
+        return reference
+    found, _ = extract_final(reference, DEFAULT_EXTRACTION)
+    return found if found is not None else reference
+
+
+def extract_answer(text: str, mode: str = DEFAULT_EXTRACTION) -> str | None:
+    """The final answer in `text`, or None. Modes: see EXTRACTION_MODES."""
+    return extract_final(text, mode)[0]
+
+
+def make_trace(prompt: Prompt, completion: Completion, extraction: str = DEFAULT_EXTRACTION) -> Trace:
     """Parse one completion against its prompt; the answer is looked for in the visible answer."""
     reasoning, answer_text, has_tags, balanced = split_reasoning(
         completion.text or "", completion.reasoning_content
     )
+    answer, how = extract_final(answer_text, extraction)
     return Trace(
         prompt=prompt,
         completion=completion,
@@ -186,5 +297,6 @@ def make_trace(prompt: Prompt, completion: Completion, extraction: str = "boxed"
         answer_text=answer_text,
         has_think_tags=has_tags,
         think_tags_balanced=balanced,
-        extracted_answer=extract_answer(answer_text, extraction),
+        extracted_answer=answer,
+        extraction=how,
     )

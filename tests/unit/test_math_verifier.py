@@ -27,7 +27,7 @@ TIMEOUT_S = 2.0  # for the tests about timeouts
 
 def trace(reference: str | None, answer: str | None) -> Trace:
     p = Prompt("p", 0, "problem", reference, [{"role": "user", "content": "problem"}], "test")
-    c = Completion("p", 0, f"\\boxed{{{answer}}}", "stop")
+    c = Completion("p", 0, f"\\boxed{{{answer}}}" if answer and answer.strip() else "", "stop")
     return Trace(p, c, "", c.text, False, False, extracted_answer=answer)
 
 
@@ -55,8 +55,33 @@ CASES: list[tuple[str | None, str | None, bool | None, str, str]] = [
     ("\\text{Monday}", "\\text{Monday}", True, "correct", "text answers, string tier"),
     ("1e-10", "10^{-10}", True, "correct", "e-notation is read as a power of ten"),
     ("1,000", "1000", True, "correct", "thousands separator"),
+    ("\\frac{40}{9}", "4 4/9", True, "correct", "a mixed number"),
+    ("918.5", "918\\frac{1}{2}", True, "correct", "a mixed number in LaTeX"),
+    ("1000.99", "1000,99", True, "correct", "a decimal comma"),
+    ("0.111", "0,111", True, "correct", "a decimal comma, three digits after a zero"),
+    ("10455", "10,455", True, "correct", "thousands separator"),
+    ("\\frac{1}{3}", "\\frac{1}{3},", True, "correct", "a trailing comma ends the sentence"),
+    ("28\\%", "28 percent", True, "correct", "percent as a word"),
+    ("28", "28 pct", True, "correct", "... and as an abbreviation (a unit)"),
+    ("x = \\frac{1}{2}, x = \\frac{-1 \\pm \\sqrt{13}}{4}", "\\frac{-1 + \\sqrt{13}}{4}, \\frac{1}{2}, \\frac{-1 - \\sqrt{13}}{4}",
+     True, "correct", "a list of solutions as the reference"),
+    ("x \\in [-2, 7]", "-2 \\le x \\le 7", True, "correct", "the same solution set"),
+    ("1 - \\frac{1}{\\mathrm{e}}", "1 - \\frac{1}{e}", True, "correct", "upright e is Euler's e"),
+    ("2\\pi", "2 pi", True, "correct", "pi written as a word"),
     # wrong
     ("7", "8", False, "wrong_answer", "plain integers (exact tier)"),
+    # a dropped sign, term or factor is never accepted (the parser once stopped at \\mathrm{e})
+    ("1 - \\frac{1}{\\mathrm{e}}", "1 + \\frac{1}{\\mathrm{e}}", False, "wrong_answer", "sign before an upright e"),
+    ("1-\\mathrm{e}^{-1}", "1+\\mathrm{e}", False, "wrong_answer", "upright e, sign and exponent"),
+    ("1-\\mathrm{e}^{-1}", "1", False, "wrong_answer", "the whole e term dropped"),
+    ("3\\mathrm{e}^{2}", "3", False, "wrong_answer", "a factor e^2 dropped"),
+    ("2\\mathrm{i}+1", "2\\mathrm{i}-1", False, "wrong_answer", "upright i, sign"),
+    ("2\\mathrm{i}+1", "1", False, "wrong_answer", "the imaginary term dropped"),
+    ("2\\pi + 1", "2 pi - 1", False, "wrong_answer", "pi as text, sign"),
+    ("\\text{pi} + 1", "1", False, "wrong_answer", "\\text{pi} dropped"),
+    ("\\operatorname{arcsin}(x) + 1", "\\arcsin(x) - 1", False, "wrong_answer", "operatorname, sign"),
+    ("\\operatorname{arcsin}(x) + 1", "1", False, "wrong_answer", "operatorname term dropped"),
+    ("1 + \\frac{1}{\\mathrm{e}}", "1", False, "wrong_answer", "the reference's e term dropped"),
     ("\\frac{1}{3}", "0.33", False, "wrong_answer", "too short a decimal"),
     ("\\pi", "3.14", False, "wrong_answer", "too short a decimal of pi"),
     ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False, "wrong_answer", "math-verify #14: tiny values"),
@@ -67,7 +92,9 @@ CASES: list[tuple[str | None, str | None, bool | None, str, str]] = [
     ("10^{-10}", "2\\times 10^{-10}", False, "wrong_answer", "tiny exact values"),
     ("(1,2)", "\\{1,2\\}", False, "wrong_answer", "an open interval is not a set"),
     ("\\{1,2\\}", "(1,2)", False, "wrong_answer", "... nor the other way round"),
-    ("(1,2)", "1, 2", False, "wrong_answer", "a bare list is a set"),
+    ("(1,2)", "1, 2", True, "correct", "decided: a bare list in order stands for the pair"),
+    ("(1,2)", "2, 1", False, "wrong_answer", "... not in another order"),
+    ("(1,3)", "{1,3}", True, "correct", "a brace group is a LaTeX group, not the set \\{1,3\\}"),
     ("(1,2)", "(2,1)", False, "wrong_answer", "ordered pairs"),
     ("3x-y+13=0", "3x+4y+14=0", False, "wrong_answer", "math-verify #60: both '= 0'"),
     ("0", "3x+4y+14=0", False, "wrong_answer", "an equation is not its right-hand side"),

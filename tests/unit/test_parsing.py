@@ -59,6 +59,17 @@ def test_split_reasoning(text: str, rc: str | None, expected: tuple) -> None:
 
 EXTRACT_CASES = [
     # (text, mode, expected)
+    # "final" (the default): every box of the final answer, a later "final answer is" statement
+    ("\\boxed{1}, \\boxed{2} and \\boxed{3}", "final", "1, 2, 3"),
+    ("\\boxed{(2,2)} \\text{and} \\boxed{(6,2)}", "final", "(2,2), (6,2)"),
+    ("\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "final", "-2, 1"),
+    ("first \\boxed{1}, then after a long detour we find \\boxed{2}", "final", "2"),  # a step, then the answer
+    ("\\boxed{3} \\boxed{3}", "final", "3"),
+    ("so \\boxed{5}. Wait: the final answer is $10,455$.", "final", "10,455"),
+    ("the answer is \\boxed{7}.", "final", "7"),
+    ("Final Answer: The largest $n$ is 34.", "final", None),  # prose: math-verify's to read
+    ("The final answer is $12$ and $13$.", "final", "12, 13"),
+    ("no answer here", "final", None),
     ("so \\boxed{42}.", "boxed", "42"),
     ("first \\boxed{1} then \\boxed{2}", "boxed", "2"),  # the last box is the final answer
     ("\\boxed{\\frac{1}{2}}", "boxed", "\\frac{1}{2}"),  # nested braces

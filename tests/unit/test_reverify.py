@@ -70,7 +70,7 @@ def test_jsonl_messages_only_rows(tmp_path: Path, capsys: pytest.CaptureFixture[
                               "extracted_answer", "accepted", "reject_reason", "verdicts", "pass_rate"]
     got = {r["row_id"]: r for r in t.to_pylist()}
     assert [got[i]["accepted"] for i in (1, 2, 3, 4)] == [True, False, True, True]
-    assert names(got[2]) == [("truncation", True, None), ("math", False, "wrong_answer")]
+    assert names(got[2]) == [("truncation", True, None), ("math", False, "wrong_answer (boxed)")]
     assert got[2]["reject_reason"] == "math:wrong_answer" and got[2]["extracted_answer"] == "0.4"
     assert got[3]["extracted_answer"] == "\\frac{\\sqrt{2}}{2}" and got[1]["reasoning"] == "work"
     # no problem column: the last user message is the problem; samples of one prompt share its id
@@ -152,8 +152,10 @@ def test_pass_rate_and_ids_across_batches(tmp_path: Path) -> None:
 def test_extraction_mode(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "a.jsonl", [
         {"problem": "p", "completion": "So the answer is 42.", "reference": "42", "finish_reason": "stop"}])
-    assert verify(str(src), "--out", str(tmp_path / "boxed.parquet")) == 0
+    assert verify(str(src), "--out", str(tmp_path / "final.parquet")) == 0
+    assert verify(str(src), "--extraction", "boxed", "--out", str(tmp_path / "boxed.parquet")) == 0
     assert verify(str(src), "--extraction", "answer_is", "--out", str(tmp_path / "is.parquet")) == 0
+    assert pq.read_table(tmp_path / "final.parquet")["accepted"].to_pylist() == [True]  # the default
     assert pq.read_table(tmp_path / "boxed.parquet")["reject_reason"].to_pylist() == ["math:no_answer"]
     assert pq.read_table(tmp_path / "is.parquet")["accepted"].to_pylist() == [True]
     assert read_metadata(tmp_path / "is.parquet")["extraction"] == "answer_is"
