@@ -4,15 +4,28 @@ Reference format: a JSON string in the APPS/TACO `input_output` form:
 
 - stdin/stdout problems: {"inputs": ["1 2\\n", ...], "outputs": ["3\\n", ...]}
 - call-based problems: the same plus "fn_name"; each input is a list of arguments and each output
-  the return value (TACO sometimes wraps it in a list: both forms are accepted, as TACO does).
+  the return value. TACO wraps every return value in a one-element list: a problem whose outputs
+  are all one-element lists is read that way, any other problem as given -- once per problem,
+  never per test (so `'Venus'` is not accepted where `('Venus',)` is expected beside other
+  tuples); `"outputs_wrapped": true/false` settles a problem the outputs leave open.
+- optional keys: `"float_tolerance"` (this problem's tolerance: "absolute or relative error
+  1e-4"), `"checker"` (Python source of a Codeforces-style checker, run in the same sandbox: it
+  reads `{"input", "expected", "output"}` as JSON on stdin and exits 0 to accept; for problems
+  with several valid answers).
+
+Outputs compare token by token: integers and words exactly, and only a token written as a float
+in the expected output (`0.5`, `1e-3`) within the tolerance (`50.0` is not `50`). Call-based
+values compare with their types: an int is not a float, a bool is not an int, a string is not a
+one-element tuple. The output cap grows with the expected output (twice its size plus 64 KiB),
+and a run that hits it is `output_limit`, not a runtime error.
 
 Verdict "code" (reasons keep a stable first word so they can be counted; the brackets say how
 many tests passed out of those run):
 
 - True: "all_tests_passed (N/N passed)"
 - False: "no_code", "compile_error", "wrong_answer (k/N passed)", "timeout (k/N passed)",
-  "memory (k/N passed)", "runtime_error (k/N passed)"; a killed or over-long run counts as
-  runtime_error. Tests run in order and stop at the first timeout (each would cost the full limit
+  "memory (k/N passed)", "output_limit (k/N passed)", "runtime_error (k/N passed)"; a killed run
+  counts as runtime_error; "checker_error (k/N passed)" is None (the checker itself failed). Tests run in order and stop at the first timeout (each would cost the full limit
   and the trace is rejected anyway).
 - None: "no_tests" (no reference, or an empty test list), "bad_tests" (a reference that is not
   valid input_output JSON), "sandbox_error" (the sandbox itself failed: proves nothing).
@@ -20,6 +33,7 @@ many tests passed out of those run):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -47,7 +61,9 @@ class CodeParams(BaseModel):
     max_tests: int | None = Field(default=32, ge=1)  # the first N tests; None runs all
     max_processes: int = Field(default=16, ge=4)
     workers: int | None = Field(default=None, ge=1)  # traces checked at once; default cpu count
-    float_tolerance: float | None = Field(default=1e-6, ge=0)  # None: floats compare as text
+    # For tokens written as floats in the expected output; a problem's own `float_tolerance`
+    # (test metadata) wins. None: floats compare as text.
+    float_tolerance: float | None = Field(default=1e-6, ge=0)
     require_isolation: bool = False  # True: refuse to run without bubblewrap
     isolation: str = Field(default="auto", pattern="^(auto|bubblewrap|rlimits)$")
 
@@ -57,6 +73,9 @@ class Tests:
     inputs: list[Any]
     outputs: list[Any]
     fn_name: str | None
+    float_tolerance: float | None = None  # the problem's own; None: the verifier's
+    checker: str | None = None  # Python source: stdin {"input", "expected", "output"} -> exit 0
+    outputs_wrapped: bool = False  # call-based outputs wrapped in one-element lists (TACO)
 
 
 class BadTests(ValueError):
@@ -81,7 +100,16 @@ def parse_tests(reference: str | None) -> Tests | None:
         raise BadTests(f"fn_name {fn_name!r} is not an identifier")
     if not inputs:
         return None
-    return Tests(inputs, outputs, fn_name)
+    tol = data.get("float_tolerance")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 <= tol < 1):
+        raise BadTests(f"float_tolerance {tol!r} is not a number in [0, 1)")
+    checker = data.get("checker") or None
+    if checker is not None and not isinstance(checker, str):
+        raise BadTests("checker must be Python source text")
+    wrapped = data.get("outputs_wrapped")
+    if wrapped is None:  # TACO's convention shows in every output at once, or not at all
+        wrapped = fn_name is not None and all(isinstance(o, list) and len(o) == 1 for o in outputs)
+    return Tests(inputs, outputs, fn_name, float(tol) if tol is not None else None, checker, bool(wrapped))
 
 
 def extract_code(trace: Trace) -> str | None:
@@ -113,16 +141,21 @@ def _lines(s: str) -> list[str]:
     return lines
 
 
-def _float_eq(a: str, b: str, tol: float) -> bool:
-    try:
-        fa, fb = float(a), float(b)
-    except ValueError:
+_FLOAT_TOKEN = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][+-]?\d+)$")
+_NUMBER_TOKEN = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+
+
+def _float_eq(got: str, expected: str, tol: float) -> bool:
+    """Only a token the expected output writes as a float gets the tolerance; integers and
+    words compare exactly (an off-by-one near 5e8 is inside 1e-6 relative, and wrong)."""
+    if not _FLOAT_TOKEN.match(expected) or not _NUMBER_TOKEN.match(got):
         return False
+    fa, fb = float(got), float(expected)
     return math.isclose(fa, fb, rel_tol=tol, abs_tol=tol)
 
 
 def stdout_matches(got: str, expected: Any, tol: float | None = 1e-6) -> bool:
-    """Tolerant compare: trailing whitespace per line, then tokens, then floats within tol."""
+    """Trailing whitespace per line, then tokens, then float tokens within tol."""
     exp = _as_text(expected)
     if _lines(got) == _lines(exp):
         return True
@@ -134,30 +167,47 @@ def stdout_matches(got: str, expected: Any, tol: float | None = 1e-6) -> bool:
     return all(g == e or _float_eq(g, e, tol) for g, e in zip(gt, et, strict=True))
 
 
-def _norm(x: Any) -> Any:
-    if isinstance(x, tuple | list):
-        return [_norm(v) for v in x]
+def _untag(x: Any) -> Any:
+    """The harness writes tuples as {"__tuple__": [...]}: back to tuples."""
     if isinstance(x, dict):
-        return {str(k): _norm(v) for k, v in x.items()}
+        if set(x) == {"__tuple__"} and isinstance(x["__tuple__"], list):
+            return tuple(_untag(v) for v in x["__tuple__"])
+        return {k: _untag(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_untag(v) for v in x]
     return x
 
 
-def _value_eq(a: Any, b: Any, tol: float | None) -> bool:
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b or (tol is not None and math.isclose(a, b, rel_tol=tol, abs_tol=tol))
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_value_eq(x, y, tol) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_value_eq(a[k], b[k], tol) for k in a)
-    return a == b
+def _value_eq(got: Any, exp: Any, tol: float | None) -> bool:
+    """`got` (the program's value) against `exp` (from JSON, where tuples are lists): equal
+    values of the same kind. A tuple matches a list (JSON has no tuples); a scalar never matches
+    a container; bool, int and float are three kinds, except that an int is a right answer
+    where a float is expected."""
+    if isinstance(got, bool) or isinstance(exp, bool):
+        return type(got) is type(exp) and got == exp
+    if isinstance(exp, float) and isinstance(got, int | float):
+        return got == exp or (tol is not None and math.isclose(got, exp, rel_tol=tol, abs_tol=tol))
+    if isinstance(exp, int):
+        return type(got) is int and got == exp
+    if isinstance(exp, list):
+        return (isinstance(got, list | tuple) and len(got) == len(exp)
+                and all(_value_eq(g, e, tol) for g, e in zip(got, exp, strict=True)))
+    if isinstance(exp, dict):
+        return (isinstance(got, dict) and {str(k) for k in got} == set(exp)
+                and all(_value_eq(got[k] if k in got else got[_key(got, k)], exp[k], tol) for k in exp))
+    return type(got) is type(exp) and got == exp
 
 
-def return_matches(got: Any, expected: Any, tol: float | None = 1e-6) -> bool:
-    """Call-based compare; TACO sometimes wraps the expected value in a one-element list."""
-    got, expected = _norm(got), _norm(expected)
-    if _value_eq(got, expected, tol):
-        return True
-    return isinstance(expected, list) and len(expected) == 1 and _value_eq(got, expected[0], tol)
+def _key(d: dict, k: str) -> Any:
+    return next(x for x in d if str(x) == k)
+
+
+def return_matches(got: Any, expected: Any, tol: float | None = 1e-6, wrapped: bool = False) -> bool:
+    """Call-based compare; `wrapped`: the expected value sits in a one-element list (TACO)."""
+    got = _untag(got)
+    if wrapped:
+        return isinstance(expected, list) and len(expected) == 1 and _value_eq(got, expected[0], tol)
+    return _value_eq(got, expected, tol)
 
 
 # -- call-based harness -----------------------------------------------------------------------
@@ -177,11 +227,19 @@ elif {fn!r} in _ns:
 else:
     raise SystemExit("harness: no function {fn} (nor Solution.{fn}) in the solution")
 _res = _fn(*_args) if isinstance(_args, list) else _fn(_args)
+def _tag(o):  # JSON has no tuples: keep them apart from lists
+    if isinstance(o, tuple):
+        return {{"__tuple__": [_tag(v) for v in o]}}
+    if isinstance(o, list):
+        return [_tag(v) for v in o]
+    if isinstance(o, dict):
+        return {{k: _tag(v) for k, v in o.items()}}
+    return o
 def _enc(o):
     if isinstance(o, (set, frozenset)):
         return sorted(o, key=repr)
     return repr(o)
-_real_out.write("\n" + json.dumps(_res, default=_enc) + "\n")
+_real_out.write("\n" + json.dumps(_tag(_res), default=_enc) + "\n")
 _real_out.flush()
 """
 
@@ -246,17 +304,22 @@ class CodeVerifier(Verifier):
         p = self.params
         n = len(tests.inputs) if p.max_tests is None else min(p.max_tests, len(tests.inputs))
         program = call_harness(src, tests.fn_name) if tests.fn_name else src
+        tol = tests.float_tolerance if tests.float_tolerance is not None else p.float_tolerance
         passed = run = 0
         first_fail: str | None = None
         for i in range(n):
             inp, exp = tests.inputs[i], tests.outputs[i]
             stdin = json.dumps(inp) if tests.fn_name else _as_text(inp)
             try:
-                res = run_python(program, stdin, self._limits, isolation=p.isolation)
+                res = run_python(program, stdin, self._limits_for(exp), isolation=p.isolation)
+                outcome = self._judge(res.status, res.stdout, exp, tests, tol)
+                if outcome == "ok" and tests.checker is not None:
+                    outcome = self._check(tests.checker, inp, exp, res.stdout)
             except SandboxError:
                 return self.verdict(None, f"sandbox_error ({passed}/{run} passed)")
             run += 1
-            outcome = self._judge(res.status, res.stdout, exp, tests.fn_name is not None)
+            if outcome == "checker_error":
+                return self.verdict(None, f"checker_error ({passed}/{run} passed)")
             if outcome == "ok":
                 passed += 1
                 continue
@@ -267,20 +330,40 @@ class CodeVerifier(Verifier):
             return self.verdict(True, f"all_tests_passed ({passed}/{run} passed)")
         return self.verdict(False, f"{first_fail} ({passed}/{run} passed)")
 
-    def _judge(self, status: str, stdout: str, expected: Any, call_based: bool) -> str:
-        if status in ("timeout", "memory"):
+    def _limits_for(self, expected: Any) -> SandboxLimits:
+        """The output cap grows with the expected output: a right answer just over 1 MiB must
+        not die as a runtime error."""
+        need = 2 * len(_as_text(expected).encode()) + (64 << 10)
+        if need <= self._limits.max_output_bytes:
+            return self._limits
+        return dataclasses.replace(self._limits, max_output_bytes=need)
+
+    def _check(self, checker: str, inp: Any, expected: Any, output: str) -> str:
+        """A problem's own checker, in the same sandbox: exit 0 accepts, any other exit rejects;
+        a checker that crashes or times out proves nothing (checker_error)."""
+        stdin = json.dumps({"input": inp, "expected": expected, "output": output})
+        res = run_python(checker, stdin, self._limits_for(output), isolation=self.params.isolation)
+        if res.status == "ok":
+            return "ok"
+        if res.status == "runtime_error" and res.returncode in (1, 2) and "Traceback" not in res.stderr_tail:
+            return "wrong_answer"  # testlib's codes: 1 wrong answer, 2 presentation error
+        return "checker_error"
+
+    def _judge(self, status: str, stdout: str, expected: Any, tests: Tests, tol: float | None) -> str:
+        if status in ("timeout", "memory", "output_limit"):
             return status
         if status != "ok":
-            return "runtime_error"  # runtime_error, killed, output_limit
-        tol = self.params.float_tolerance
-        if not call_based:
+            return "runtime_error"  # runtime_error, killed
+        if tests.checker is not None and not tests.fn_name:
+            return "ok"  # the checker decides
+        if not tests.fn_name:
             return "ok" if stdout_matches(stdout, expected, tol) else "wrong_answer"
         last = [ln for ln in stdout.splitlines() if ln.strip()][-1:]
         try:
             got = json.loads(last[0])  # the harness writes the return value last
         except (IndexError, json.JSONDecodeError):
             return "wrong_answer"
-        return "ok" if return_matches(got, expected, tol) else "wrong_answer"
+        return "ok" if return_matches(got, expected, tol, tests.outputs_wrapped) else "wrong_answer"
 
     def verify_many(self, traces: Sequence[Trace]) -> list[Verdict]:
         # Threads are enough: each test is a subprocess, the thread only waits on its pipes.

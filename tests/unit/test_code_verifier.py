@@ -98,13 +98,36 @@ def test_stdout_comparison_is_tolerant_but_not_lax() -> None:
 
 
 def test_return_comparison_accepts_taco_wrapping() -> None:
-    assert return_matches(7, [7])  # TACO wraps some return values in a list
-    assert return_matches([1, 2], [1, 2]) and return_matches([1, 2], [[1, 2]])
+    assert return_matches(7, [7], wrapped=True)  # TACO wraps every return value in a list
+    assert return_matches([1, 2], [1, 2]) and return_matches([1, 2], [[1, 2]], wrapped=True)
     assert return_matches(0.1 + 0.2, 0.3)
     assert return_matches({"a": [1, 2]}, {"a": [1, 2]})
-    assert not return_matches(8, [7])
+    assert not return_matches(8, [7], wrapped=True)
+    assert not return_matches(7, [7])  # unwrapped: the value is a one-element list
     assert not return_matches([1, 2], [2, 1])
     assert not return_matches("7", 7)
+
+
+def test_return_comparison_keeps_types() -> None:
+    assert not return_matches(50.0, 50)  # an int answer compares exactly, as an int
+    assert not return_matches(500000001, 500000000)
+    assert return_matches(50, 50.0)  # an int is a right answer where a float is expected
+    assert not return_matches(True, 1) and not return_matches(1, True)
+    assert return_matches({"__tuple__": ["Venus"]}, ["Venus"])  # a tuple is JSON's list
+    assert not return_matches("Venus", ["Venus"])  # not its element
+    assert not return_matches({"__tuple__": ["Venus"]}, "Venus")
+    assert not return_matches(["Venus"], ["Venus"], wrapped=True)
+
+
+def test_stdout_tolerance_is_for_float_tokens_only() -> None:
+    assert not stdout_matches("50.0\n", "50\n")  # `50.0` is not the integer 50
+    assert not stdout_matches("500000001\n", "500000000\n")  # within 1e-6 relative, and wrong
+    assert not stdout_matches("1000000000000000001\n", "1000000000000000000\n")
+    assert stdout_matches("0.5\n", "0.50\n") and stdout_matches("1e-3\n", "0.001\n")
+    assert stdout_matches("78.5398163\n", "78.53981634\n")
+    assert not stdout_matches("78.54\n", "78.5398\n")  # two decimals: not within 1e-6...
+    assert stdout_matches("78.54\n", "78.5398\n", tol=1e-4)  # ... within the problem's 1e-4
+    assert not stdout_matches("nan\n", "0.5\n") and not stdout_matches("inf\n", "1e308\n")
 
 
 # -- verdicts ---------------------------------------------------------------------------------
@@ -153,7 +176,7 @@ def test_unknown_when_tests_are_missing_or_broken(verifier: CodeVerifier) -> Non
 
 def test_call_based_class_and_function(verifier: CodeVerifier) -> None:
     ref = json.dumps({"fn_name": "twoSum", "inputs": [[[2, 7, 11], 9], [[3, 3], 6]],
-                      "outputs": [[[0, 1]], [0, 1]]})
+                      "outputs": [[[0, 1]], [[0, 1]]]})  # TACO-wrapped: every output in a list
     cls = (
         "import sys\n"
         "class Solution:\n"
@@ -231,3 +254,130 @@ def test_code_recipe_builds_a_valid_config() -> None:
     assert json.loads(to_input_output({"test_cases": cases}, fn_name="f"))["fn_name"] == "f"
     assert to_input_output("") is None and to_input_output([]) is None
     assert parse_tests(to_input_output(json.dumps({"inputs": ["x"], "outputs": ["y"]}))) is not None
+
+
+# -- public problems: values, types, tolerance, output cap, checkers --------------------------
+# Each problem below is a public one (statement and sample tests); the wrong programs are the
+# mistakes the issue names. No wrong value or type may be accepted.
+
+# Codeforces 1A "Theatre Square": n m a -> ceil(n/a) * ceil(m/a); answers reach 1e18.
+THEATRE = json.dumps({"inputs": ["6 6 4\n", "1000000000 1000000000 1\n", "999999999 1000000000 1\n"],
+                      "outputs": ["4\n", "1000000000000000000\n", "999999999000000000\n"]})
+THEATRE_OK = "n, m, a = map(int, input().split())\nprint(-(-n // a) * -(-m // a))"
+
+# HumanEval/148 `bf(planet1, planet2)`: the planets between two, a tuple ('Venus',) when one.
+BF = json.dumps({"fn_name": "bf",
+                 "inputs": [["Jupiter", "Neptune"], ["Earth", "Mercury"], ["Mercury", "Uranus"], ["Earth", "Earth"]],
+                 "outputs": [["Saturn", "Uranus"], ["Venus"],
+                             ["Venus", "Earth", "Mars", "Jupiter", "Saturn"], []]})
+BF_OK = (
+    "def bf(planet1, planet2):\n"
+    "    names = ('Mercury', 'Venus', 'Earth', 'Mars', 'Jupiter', 'Saturn', 'Uranus', 'Neptune')\n"
+    "    if planet1 not in names or planet2 not in names or planet1 == planet2:\n"
+    "        return ()\n"
+    "    a, b = sorted((names.index(planet1), names.index(planet2)))\n"
+    "    return names[a + 1:b]\n"
+)
+
+
+def test_integers_compare_exactly(verifier: CodeVerifier) -> None:
+    assert verifier.verify(make_trace(block(THEATRE_OK), reference=THEATRE)).passed is True
+    off_by_one = THEATRE_OK.replace("print(", "print(1 + ")
+    assert verifier.verify(make_trace(block(off_by_one), reference=THEATRE)).reason == "wrong_answer (0/3 passed)"
+    as_float = THEATRE_OK.replace("print(", "print(float(") + ")"
+    assert verifier.verify(make_trace(block(as_float), reference=THEATRE)).passed is False
+    # MBPP/17 square_perimeter(a) == 4*a, stdio form: `40.0` for 40 is wrong, as in the tests.
+    mbpp = json.dumps({"inputs": ["10\n", "5\n"], "outputs": ["40\n", "20\n"]})
+    v = verifier.verify(make_trace(block("print(4 * float(input()))"), reference=mbpp))
+    assert (v.passed, v.reason) == (False, "wrong_answer (0/2 passed)")
+    # Near 5e8 (APPS-style sum of a range): off by one is inside 1e-6 relative, and wrong.
+    big = json.dumps({"inputs": ["1 31622\n"], "outputs": [f"{sum(range(1, 31623))}\n"]})
+    wrong = "a, b = map(int, input().split())\nprint(sum(range(a, b + 1)) + 1)"
+    assert verifier.verify(make_trace(block(wrong), reference=big)).passed is False
+
+
+def test_call_based_values_keep_their_type(verifier: CodeVerifier) -> None:
+    assert verifier.verify(make_trace(block(BF_OK), reference=BF)).reason == "all_tests_passed (4/4 passed)"
+    # Unwraps a one-element result: 'Venus' is not ('Venus',).
+    unwrap = BF_OK.replace("return names[a + 1:b]", "r = names[a + 1:b]\n    return r[0] if len(r) == 1 else r")
+    assert verifier.verify(make_trace(block(unwrap), reference=BF)).reason == "wrong_answer (3/4 passed)"
+    # A list where a tuple is expected is the same value (JSON has no tuples).
+    as_list = BF_OK.replace("return names[a + 1:b]", "return list(names[a + 1:b])")
+    assert verifier.verify(make_trace(block(as_list), reference=BF)).passed is True
+    # HumanEval/2 truncate_number(3.5) == 0.5: floats keep their tolerance; a bool is no number.
+    trunc = json.dumps({"fn_name": "truncate_number", "inputs": [[3.5], [1.33], [123.456]],
+                        "outputs": [0.5, 0.33, 0.456]})
+    ok = "def truncate_number(number):\n    return number % 1.0"
+    assert verifier.verify(make_trace(block(ok), reference=trunc)).passed is True
+    as_bool = "def truncate_number(number):\n    return True"
+    assert verifier.verify(make_trace(block(as_bool), reference=trunc)).passed is False
+    # HumanEval/53 add(x, y): `5.0` is not 5.
+    add = json.dumps({"fn_name": "add", "inputs": [[2, 3], [5, 7]], "outputs": [5, 12]})
+    assert verifier.verify(make_trace(block("def add(x, y):\n    return x + y"), reference=add)).passed is True
+    assert verifier.verify(make_trace(block("def add(x, y):\n    return float(x + y)"), reference=add)).passed is False
+
+
+def test_tolerance_from_the_problem_or_the_config(verifier: CodeVerifier) -> None:
+    # Codeforces 1C-style: "absolute or relative error 1e-4"; the area of a circle of radius 5.
+    tests = {"inputs": ["5\n"], "outputs": ["78.5398163397\n"]}
+    two_decimals = "import math\nr = int(input())\nprint(f'{math.pi * r * r:.2f}')"
+    assert verifier.verify(make_trace(block(two_decimals), reference=json.dumps(tests))).passed is False
+    tests["float_tolerance"] = 1e-4
+    assert verifier.verify(make_trace(block(two_decimals), reference=json.dumps(tests))).passed is True
+    loose = CodeVerifier(CodeParams(timeout_s=5, memory_mb=256, max_processes=8, float_tolerance=1e-4))
+    tests.pop("float_tolerance")
+    assert loose.verify(make_trace(block(two_decimals), reference=json.dumps(tests))).passed is True
+    with pytest.raises(BadTests):
+        parse_tests(json.dumps({"inputs": ["1"], "outputs": ["1"], "float_tolerance": "small"}))
+
+
+def test_output_cap_follows_the_expected_output(verifier: CodeVerifier) -> None:
+    # A right answer just over 1 MiB (the default cap): 600,000 lines of "1".
+    big = json.dumps({"inputs": ["600000\n"], "outputs": ["1\n" * 600000]})
+    ok = "import sys\nn = int(input())\nsys.stdout.write('1\\n' * n)"
+    assert verifier.verify(make_trace(block(ok), reference=big)).reason == "all_tests_passed (1/1 passed)"
+    # A flood far past what the expected output needs is cut, and the reason says so.
+    flood = "import sys\nwhile True:\n    sys.stdout.write('1\\n' * 100000)"
+    v = verifier.verify(make_trace(block(flood), reference=ADD_TESTS))
+    assert (v.passed, v.reason.split()[0]) == (False, "output_limit")
+
+
+# Codeforces 1352A "Sum of Round Numbers": n as a sum of the fewest round numbers, any order.
+ROUND_TESTS = {"inputs": ["5\n5009\n7\n9876\n10000\n10\n"],
+               "outputs": ["2\n5000 9\n1\n7\n4\n800 70 6 9000\n1\n10000\n1\n10\n"]}
+ROUND_CHECKER = r"""
+import json, sys
+d = json.load(sys.stdin)
+ns = [int(x) for x in d["input"].split()[1:]]
+out = d["output"].split()
+pos = 0
+for n in ns:
+    k = int(out[pos]); parts = [int(x) for x in out[pos + 1: pos + 1 + k]]; pos += 1 + k
+    best = sum(c != "0" for c in str(n))
+    ok = len(parts) == k == best and sum(parts) == n and all(
+        p > 0 and str(p).rstrip("0") in "123456789" and len(str(p).rstrip("0")) == 1 for p in parts)
+    if not ok:
+        sys.exit(1)
+sys.exit(0 if pos == len(out) else 1)
+"""
+ROUND_OK = (
+    "for _ in range(int(input())):\n"
+    "    s = input().strip()\n"
+    "    parts = [c + '0' * (len(s) - i - 1) for i, c in enumerate(s) if c != '0']\n"
+    "    print(len(parts))\n"
+    "    print(' '.join(parts))\n"
+)
+
+
+def test_a_problem_brings_its_own_checker(verifier: CodeVerifier) -> None:
+    plain = json.dumps(ROUND_TESTS)
+    # Right, in another order than the sample output: only a checker can tell.
+    assert verifier.verify(make_trace(block(ROUND_OK), reference=plain)).passed is False
+    checked = json.dumps({**ROUND_TESTS, "checker": ROUND_CHECKER})
+    assert verifier.verify(make_trace(block(ROUND_OK), reference=checked)).reason == "all_tests_passed (1/1 passed)"
+    not_fewest = ROUND_OK.replace("print(len(parts))\n    print(' '.join(parts))",
+                                  "print(len(parts) + 1)\n    print(' '.join(parts + ['0']))")
+    assert verifier.verify(make_trace(block(not_fewest), reference=checked)).reason == "wrong_answer (0/1 passed)"
+    broken = json.dumps({**ROUND_TESTS, "checker": "raise RuntimeError('checker bug')"})
+    v = verifier.verify(make_trace(block(ROUND_OK), reference=broken))
+    assert (v.passed, v.reason) == (None, "checker_error (0/1 passed)")
