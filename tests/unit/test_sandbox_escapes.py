@@ -252,7 +252,7 @@ def test_huge_output_is_capped_and_killed(mode: str, verifier: CodeVerifier) -> 
     assert res.status == "output_limit"
     assert len(res.stdout) <= LIMITS.max_output_bytes
     assert res.wall_s < LIMITS.timeout_s  # killed at the cap, not at the deadline
-    assert judge(verifier, flood) == (False, "runtime_error (0/1 passed)")
+    assert judge(verifier, flood) == (False, "output_limit (0/1 passed)")  # says why
 
 
 def test_workdir_is_private_and_removed(mode: str) -> None:
