@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=HELP + ". Writes every input column plus fresh verdict columns (accepted, "
                     "reject_reason, verdicts, ...) to a new Parquet file; the input is never rewritten.")
     p.add_argument("input", help="a version dir (STORE/NAME/vN; STORE/NAME: its newest), or a .jsonl/.json/.parquet "
-                                 "file with problem, completion (or messages) and reference (or tests)")
+                                 "file with problem, completion (or messages) and reference (or tests); an `expected` "
+                                 "column (true/false) adds agreement figures")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--verifiers", metavar="A,B", help="verifier names, default parameters, e.g. truncation,math "
                                                           "(default: the version's own; for files truncation,math)")
@@ -26,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set teacher.expects_think_tags=true (repeatable)")
     p.add_argument("--out", metavar="OUT.parquet",
                    help="output file (default: INPUT stem + .verified.parquet beside it)")
-    p.add_argument("--extraction", metavar="MODE", help="answer extraction: boxed, answer_is, boxed_or_answer_is, "
-                                                        "last_number (default: the math verifier's)")
+    p.add_argument("--extraction", metavar="MODE", help="answer extraction: final, boxed, answer_is, boxed_or_answer_is, "
+                                                        "last_number (default: the math verifier's, final)")
     p.add_argument("--workers", type=int, metavar="N", help="verification worker processes (default: CPU count)")
     p.add_argument("--batch-size", type=int, default=1000, metavar="N", help="rows held in memory at once (1000)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the input)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+EXPECTED_COLUMN = "expected"  # an input column with the verdict each row should get
+
 _TRUE = {"true", "1", "yes", "y", "correct", "accept", "accepted", "pass", "passed"}
 _FALSE = {"false", "0", "no", "n", "wrong", "incorrect", "reject", "rejected", "fail", "failed"}
 

@@ -7,8 +7,8 @@ from typing import Any
 from factory.reverify.run import VerifyResult
 
 
-def summary_tables(result: VerifyResult) -> tuple[Any, Any]:
-    """(counts table, per-verifier table) for the terminal."""
+def summary_tables(result: VerifyResult) -> tuple[Any, ...]:
+    """(counts table, per-verifier table[, agreement table]) for the terminal."""
     from rich.table import Table
 
     t = Table(title=f"verify {result.input.name}", show_header=True)
@@ -29,4 +29,15 @@ def summary_tables(result: VerifyResult) -> tuple[Any, Any]:
     for name, c in result.verifiers.items():
         label = f"{name} (advisory)" if name in result.advisory else name
         v.add_row(label, f"{c['passed']:,}", f"{c['failed']:,}", f"{c['unknown']:,}")
-    return t, v
+    a = result.agreement
+    if a is None:
+        return t, v
+    g = Table(title="agreement with the `expected` column", show_header=True)
+    g.add_column("")
+    g.add_column("rows", justify="right")
+    g.add_row("labelled", f"{a.labelled:,}")
+    g.add_row("agree", f"{a.agree:,} ({a.rate:.1%})" if a.labelled else "0")
+    g.add_row("false accepts (expected wrong, accepted)", f"{a.false_accepts:,}")
+    g.add_row("false rejects (expected right, rejected)", f"{a.false_rejects:,}")
+    g.add_row("  of which cannot tell (timeout, unparseable reference...)", f"{a.cannot_tell:,}")
+    return t, v, g

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from factory.config import Config, ConfigError
 from factory.errors import UserError
+from factory.reverify.agreement import EXPECTED_COLUMN, Agreement, parse_expected
 from factory.reverify.inputs import BATCH_ROWS, Input, is_version
 from factory.sources import content_id
 from factory.store.manifest import jsonable, now_utc
@@ -143,6 +144,8 @@ class VerifyResult:
     # made before that was fixed do: a model trained on them learns to repeat itself.
     doubled: int = 0
     described: list[dict[str, Any]] = field(default_factory=list)
+    # Rows with an `expected` column (a user's own labels): how often `accepted` agrees with it.
+    agreement: Agreement | None = None
 
     @property
     def rejected(self) -> int:
@@ -152,7 +155,8 @@ class VerifyResult:
         return {"input": str(self.input), "out": str(self.out), "rows": self.rows, "accepted": self.accepted,
                 "rejected": self.rejected, "rejected_by_reason": dict(self.rejected_by_reason.most_common()),
                 "verifiers": self.verifiers, "advisory": self.advisory,
-                "advisory_passed_on_rejected": dict(self.advisory_passed_on_rejected), "doubled": self.doubled}
+                "advisory_passed_on_rejected": dict(self.advisory_passed_on_rejected), "doubled": self.doubled,
+                **({"agreement": self.agreement.as_dict()} if self.agreement is not None else {})}
 
 
 def default_output(inp: Input) -> Path:
@@ -274,8 +278,13 @@ def _verify_batch(stage: Any, table: pa.Table, bad: dict[int, str], ids: _Ids, e
     for i, r in zip(where, stage.rows_for_traces(traces) if traces else [], strict=True):
         out[i] = r
     cols: dict[str, list[Any]] = {n: [] for n in (*ID_COLUMNS, *VERDICT_COLUMNS)}
-    for (pid, sample), r in zip(keys, out, strict=True):
+    for (pid, sample), r, row in zip(keys, out, rows, strict=True):
         assert r is not None
+        if result.agreement is not None:
+            expected = parse_expected(row.get(EXPECTED_COLUMN))
+            if expected is not None:  # a blank or unreadable label is left out, not guessed
+                unsure = any(v["passed"] is None and v["name"] not in stage.advisory for v in r["verdicts"])
+                result.agreement.add(expected, True if r["accepted"] else (None if unsure else False))
         cols["prompt_id"].append(pid)
         cols["sample_index"].append(sample)
         for n in ("reasoning", "extracted_answer", "accepted", "reject_reason", "verdicts"):
@@ -344,6 +353,8 @@ def reverify(inp: Input, cfg: Config, out: str | Path | None = None, *, workers:
     stage = VerifyStage(cfg, workers or os.cpu_count() or 1)
     result = VerifyResult(out_path, inp.path, advisory=sorted(stage.advisory), described=stage.describe())
     result.verifiers = {v.name: {"passed": 0, "failed": 0, "unknown": 0} for v in stage.verifiers}
+    if EXPECTED_COLUMN in names:
+        result.agreement = Agreement()
     counts = _Counts()
     ids = _Ids("prompt_id" in names, "sample_index" in names)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

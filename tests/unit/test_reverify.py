@@ -347,3 +347,25 @@ def test_many_rows_in_batches(tmp_path: Path) -> None:
     assert t.num_rows == 2500 and res.accepted == sum(1 for i in range(2500) if i % 3 == 0)
     assert pq.ParquetFile(res.out).metadata.num_row_groups == 3  # one per batch: never all in memory at once
     assert pq.ParquetFile(res.out).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_agreement_with_an_expected_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A user's own labelled cases: the verifier is scored against them.
+    rows = [
+        {"problem": "p", "completion": "\\boxed{\\frac{1}{2}}", "reference": "0.5", "expected": "correct"},
+        {"problem": "p", "completion": "\\boxed{1 + \\frac{1}{\\mathrm{e}}}", "reference": "1 - \\frac{1}{\\mathrm{e}}",
+         "expected": "wrong"},
+        {"problem": "p", "completion": "\\boxed{4 4/9}", "reference": "\\frac{40}{9}", "expected": "yes"},
+        {"problem": "p", "completion": "\\boxed{2}", "reference": "3", "expected": "true"},  # a wrong label
+        {"problem": "p", "completion": "\\boxed{2}", "reference": "2", "expected": ""},  # unlabelled
+    ]
+    src = write_jsonl(tmp_path / "labelled.jsonl", rows)
+    assert verify(str(src), "--verifiers", "math") == 0
+    printed = capsys.readouterr().out
+    assert "agreement with the `expected` column" in printed and "3 (75.0%)" in printed
+    meta = read_metadata(tmp_path / "labelled.verified.parquet")
+    assert meta["counts"]["agreement"] == {"labelled": 4, "agree": 3, "agreement": 0.75, "false_accepts": 0,
+                                           "false_rejects": 1, "cannot_tell": 0}
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{k: v for k, v in r.items() if k != "expected"} for r in rows])
+    assert verify(str(plain), "--verifiers", "math") == 0
+    assert "agreement with the" not in capsys.readouterr().out
