@@ -56,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if not result.new_version:
         # Nothing generated: the latest version's table would pass its counts off as this run's.
         console.print(f"nothing new: every prompt of the input is already in {result.version_dir.name}; "
-                      f"no new version (latest: {result.version_dir})")
+                      f"no new version (latest: {result.version_dir})", soft_wrap=True)
         return 0
     console.print(summary_table(result.manifest))
+    # soft_wrap: a path is never cut into two lines, whatever the terminal's (or a pipe's) width.
     console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"
-                  f"{', resumed' if result.resumed else ''})")
-    console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")')
+                  f"{', resumed' if result.resumed else ''})", soft_wrap=True)
+    console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")', soft_wrap=True)
     if cfg.publish is not None:
         from factory.hub import publish_version
 
