@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from factory.config import Config
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from factory import terminal
+from factory.api import generate
+from factory.config import Config, load_config
+from factory.runner.dryrun import dry_run
+from factory.runner.progress import summary_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,13 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from factory import terminal
-    from factory.config import load_config
-    from factory.runner.driver import generate
-    from factory.runner.progress import summary_table
-
     price = [] if args.gpu_hour_price is None else [f"run.gpu_hour_price={args.gpu_hour_price}"]
     cfg = load_config(args.config, args.overrides + price)  # validated with the rest (>= 0)
     if args.dry_run:
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.run.progress = False
     if args.incremental:
         cfg.output.incremental = True
-    result = generate(cfg, resume_id=args.resume, new_run=args.new_run)
+    result = generate(cfg, resume_id=args.resume, new_run=args.new_run)  # publishes when the config says so
     console = Console(file=terminal.stdout())
     if not result.new_version:
         # Nothing generated: the latest version's table would pass its counts off as this run's.
@@ -63,21 +62,12 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"
                   f"{', resumed' if result.resumed else ''})", soft_wrap=True)
     console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")', soft_wrap=True)
-    if cfg.publish is not None:
-        from factory.hub import publish_version
-
-        res = publish_version(result.version_dir, cfg.publish.repo, private=cfg.publish.private)
-        console.print(res.message)
+    if result.published is not None:
+        console.print(result.published.message)
     return 0
 
 
-def _dry_run(cfg: "Config") -> int:
-    import yaml
-    from rich.console import Console
-    from rich.table import Table
-
-    from factory.runner.dryrun import dry_run
-
+def _dry_run(cfg: Config) -> int:
     r = dry_run(cfg)
     console = Console()
     console.print("[bold]resolved config[/bold]")

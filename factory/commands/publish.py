@@ -1,10 +1,15 @@
 """`factory publish VERSION_DIR_OR_STORE/NAME[@vN] --repo ORG/NAME [--private]`: one local version
-to the Hub as one commit plus a tag `vN` (see factory/hub/__init__.py)."""
+to the Hub as one commit plus a tag `vN` (see factory/hub/publish.py)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from factory.api import publish
+from factory.hub import HubError
+from factory.store.layout import MANIFEST_NAME
+from factory.store.version import latest_version
 
 HELP = "publish a local version to the Hugging Face Hub (one commit + tag vN)"
 
@@ -19,18 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_version_dir(source: str) -> Path:
     """A version dir from VERSION_DIR, STORE/NAME@vN or STORE/NAME (its newest version)."""
-    from factory.hub import HubError
-    from factory.store.version import latest_version
-
     path, _, version = source.partition("@")
     base = Path(path)
     if version:
         target = base / version
-        if not (target / "manifest.json").is_file():
-            raise HubError(f"{target} is not a version (no manifest.json); versions there: "
-                           f"{sorted(p.name for p in base.glob('v*') if (p / 'manifest.json').is_file()) or 'none'}")
+        if not (target / MANIFEST_NAME).is_file():
+            raise HubError(f"{target} is not a version (no {MANIFEST_NAME}); versions there: "
+                           f"{sorted(p.name for p in base.glob('v*') if (p / MANIFEST_NAME).is_file()) or 'none'}")
         return target
-    if (base / "manifest.json").is_file():
+    if (base / MANIFEST_NAME).is_file():
         return base
     latest = latest_version(base) if base.is_dir() else None
     if latest is None:
@@ -39,10 +41,8 @@ def resolve_version_dir(source: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.hub import publish_version
-
     # A HubError is a UserError: the CLI prints it as "factory publish: ..." like every command.
     version_dir = resolve_version_dir(args.source)
-    result = publish_version(version_dir, args.repo, private=args.private)
+    result = publish(version_dir, args.repo, private=args.private)
     print(result.message)
     return 0

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
+
+from factory.api import verify
+from factory.errors import UserError
+from factory.reverify import summary_tables
+
 HELP = "re-verify existing traces (a version dir or a JSONL/Parquet file) without generating"
 
 
@@ -37,11 +43,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from factory.errors import UserError
-    from factory.reverify import open_input, resolve_config, reverify, summary_tables
-
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 1:
@@ -49,11 +50,9 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.verifiers.split(",") if n.strip()] if args.verifiers else None
     if args.verifiers is not None and not names:
         raise UserError("--verifiers needs at least one name, e.g. --verifiers truncation,math")
-    inp = open_input(args.input, args.batch_size)
-    cfg = resolve_config(inp, args.config, names, args.overrides, args.extraction)
-    result = reverify(inp, cfg, args.out, workers=args.workers, batch_rows=args.batch_size,
-                      progress=False if args.no_progress else None, overwrite=args.overwrite,
-                      extraction=args.extraction)
+    result = verify(args.input, config=args.config, verifiers=names, overrides=args.overrides,
+                    extraction=args.extraction, out=args.out, workers=args.workers, batch_rows=args.batch_size,
+                    progress=False if args.no_progress else None, overwrite=args.overwrite)
     console = Console()
     for table in summary_tables(result):
         console.print(table)

@@ -50,3 +50,28 @@ def test_generate_publishes_when_configured(tmp_path: Path) -> None:
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert TOKEN.encode() not in p.read_bytes(), p
+
+
+def test_generate_from_python_publishes_when_configured(tmp_path: Path) -> None:
+    """`factory.api.generate`, as a recipe or a notebook calls it, publishes like the CLI does."""
+    cfg = {
+        "source": {"builtin": "arithmetic", "limit": 3},
+        "teacher": {"engine": "scripted", "engine_kwargs": {"default": "It is \\boxed{9}"}},
+        "sampling": {"n": 1, "max_tokens": 32},
+        "run": {"progress": False, "backend": "local"},
+        "output": {"store": str(tmp_path / "store"), "name": "api"},
+        "publish": {"repo": "org/api"},
+    }
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    code = ("import sys; from factory.api import generate; r = generate(sys.argv[1]); "
+            "print(r.version_dir.name, r.published.tag, r.published.repo_id)")
+    with LocalHub(token=TOKEN) as hub:
+        env = dict(os.environ, **hub.env(str(tmp_path / "hf"), token=TOKEN))
+        env.pop("HF_HUB_OFFLINE", None)
+        env.pop("HF_DATASETS_OFFLINE", None)
+        proc = subprocess.run([sys.executable, "-c", code, str(config)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert proc.stdout.split() == ["v1", "v1", "org/api"]
+        assert list(hub.repo("org/api").tags) == ["v1"]
