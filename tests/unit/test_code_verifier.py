@@ -236,7 +236,7 @@ def test_require_isolation_refuses_the_fallback() -> None:
 
 
 def test_code_recipe_builds_a_valid_config() -> None:
-    from pipelines.code import build, to_input_output
+    from factory.recipes.code import build, to_input_output
 
     cfg = build(None, ["source.limit=10"])
     assert cfg.source.dataset and cfg.source.columns.reference == "input_output"

@@ -8,10 +8,9 @@ Usage:
 
 From Python:
 
-    from pipelines.math import build
-    cfg = build("configs/math_r1.yaml", ["source.limit=100"])
-    from factory.runner.driver import generate
-    result = generate(cfg)
+    from factory.api import generate
+    from factory.recipes.math import build
+    result = generate(build("configs/math_r1.yaml", ["source.limit=100"]))  # publishes if the config says so
 
 Steps: problems with a final answer (`source.columns.reference`), deduplicated and
 decontaminated against MATH-500/AIME (prefilter), the teacher writes `sampling.n` traces per
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from factory.config import Config, load_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "math_r1.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "math_r1.yaml"
 
 
 def build(cfg: Config | str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -8,8 +8,10 @@ Usage:
 
 From Python:
 
-    from pipelines.code import build
+    from factory.recipes.code import build
     cfg = build("configs/code_r1.yaml", ["source.limit=50"])   # overrides as in --set
+    from factory.api import generate
+    result = generate(cfg)   # publishes if the config has a publish section
 
 Datasets. Any dataset whose tests are in the APPS/TACO `input_output` form works as is: map its
 problem column to `source.columns.problem` and `input_output` to `source.columns.reference`
@@ -40,7 +42,7 @@ from typing import Any
 
 from factory.config import Config, VerifierSpec, load_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "code_r1.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "code_r1.yaml"
 MATH_TEMPLATE_HINT = "\\boxed"
 CODE_TEMPLATE = (
     "{problem}\n\nSolve this problem in Python 3. Read the input from standard input and write the "
