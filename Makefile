@@ -33,7 +33,7 @@ test-unit: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) factory-store .bench

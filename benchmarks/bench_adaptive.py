@@ -1,7 +1,7 @@
 """Adaptive sampling: output tokens spent per accepted trace, with and without
 `sampling.stop_after_accepted`, on the embedded default set with the real engine.
 
-    python benchmarks/bench_adaptive.py [--prompts 64] [--n 4] [--k 1]
+    python -m benchmarks.bench_adaptive [--prompts 64] [--n 4] [--k 1]
 
 Without: n samples of every prompt. With: rounds of one sample, a prompt stops at its k-th
 accepted trace. Reports tokens per accepted trace and tokens per solved prompt (a prompt with at
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import factory_generate, record  # noqa: E402
+from benchmarks.common import factory_generate, record
 
 
 def tokens_per_accepted(m: dict) -> tuple[float, int, int]:

@@ -1,6 +1,6 @@
 """Driver memory as the prompt set grows: peak RSS of `factory generate` at N and 10N prompts.
 
-    python benchmarks/bench_memory.py [--prompts 2000] [--bound-mb-per-1k 6]
+    python -m benchmarks.bench_memory [--prompts 2000] [--bound-mb-per-1k 6]
 
 Uses the scripted engine (answers from a table): the driver's memory does not depend on which
 engine runs in the replicas, and this keeps the benchmark about the driver alone.
@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DIR, ROOT, record  # noqa: E402
+from benchmarks.common import BENCH_DIR, ROOT, record
 
 # Growth of the driver's peak RSS allowed per 1,000 more prompts, from 2,000 to 20,000 prompts
 # (n=4, scripted engine; BENCHMARKS.md, driver memory). Measured 4.5-4.9: the prompt set (~1.6 KB a

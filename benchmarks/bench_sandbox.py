@@ -1,6 +1,6 @@
 """Sandbox throughput: tests per second for a trivial correct program (stdin -> stdout).
 
-    .venv/bin/python benchmarks/bench_sandbox.py [--runs 40] [--workers N]
+    python -m benchmarks.bench_sandbox [--runs 40] [--workers N]
 
 Measures, in one run: a bare `python -c` subprocess (the floor: interpreter start), then each
 isolation mode that works here (bubblewrap, rlimits), sequentially and with `workers` threads.
@@ -16,11 +16,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from factory.sandbox import SandboxError, SandboxLimits, run_python, sandbox_details  # noqa: E402
+from factory.sandbox import SandboxError, SandboxLimits, run_python, sandbox_details
 
 PROGRAM = "a, b = map(int, input().split())\nprint(a + b)"
 LIMITS = SandboxLimits(timeout_s=10, memory_mb=256, max_processes=8)

@@ -1,6 +1,6 @@
 """Saturation: factory generate's output tokens/s against raw vLLM's, in one run.
 
-    python benchmarks/bench_throughput.py [--prompts 64] [--n 2] [--max-tokens 128] [--repeat 4] [--control]
+    python -m benchmarks.bench_throughput [--prompts 64] [--n 2] [--max-tokens 128] [--repeat 4] [--control]
                                           [--set KEY=VALUE ...]
 
 Both sides: the same model, prompts, chat template, sampling parameters and engine settings, and
@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import factory_generate, json_lines, record, run  # noqa: E402
+from benchmarks.common import factory_generate, json_lines, record, run
 
 
 # The default rules, every 32 tokens, doing their full work on every check but unable to fire: no
@@ -73,7 +71,7 @@ def main() -> int:
     shared = [f"source.limit={args.prompts}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
               "sampling.ignore_eos=true", *args.overrides]
 
-    raw_cmd = [sys.executable, "benchmarks/raw_vllm.py", "--config", args.config]
+    raw_cmd = [sys.executable, "-m", "benchmarks.raw_vllm", "--config", args.config]
     for s in shared:
         raw_cmd += ["--set", s]
     raws = [json_lines(run(raw_cmd).stdout)[-1]]

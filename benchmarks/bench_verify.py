@@ -1,6 +1,6 @@
 """Math verification throughput: verifications per second per core, 1 worker vs N workers.
 
-    python benchmarks/bench_verify.py [--pairs 350] [--workers N] [--repeat 2]
+    python -m benchmarks.bench_verify [--pairs 350] [--workers N] [--repeat 2]
 
 A realistic mix of (reference, answer) pairs -- integers, fractions vs decimals, radicals,
 intervals, sets, polynomials, assignments, some wrong -- all distinct, so the verifier's cache
@@ -15,14 +15,11 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-from factory.types import Completion, Prompt, Trace  # noqa: E402
-from factory.verifiers.math import MathParams, MathVerifier  # noqa: E402
+from factory.types import Completion, Prompt, Trace
+from factory.verifiers.math import MathParams, MathVerifier
 
 
 def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str, str]]:

@@ -35,8 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import factory_generate, json_lines, record, run  # noqa: E402
+from benchmarks.common import factory_generate, json_lines, record, run
 
 HOUR = 3600.0
 
@@ -108,7 +107,7 @@ def main() -> int:
     best = [*shared, "sampling.stop_after_accepted=1", f"sampling.round_size={args.round_size}", "run.shard_size=1",
             f"sampling.early_abort={json.dumps(early_abort)}", *args.factory_overrides]
 
-    plain_cmd = [sys.executable, "benchmarks/plain_way.py", "--config", args.config, "--replay", json.dumps(early_abort)]
+    plain_cmd = [sys.executable, "-m", "benchmarks.plain_way", "--config", args.config, "--replay", json.dumps(early_abort)]
     for s in shared:
         plain_cmd += ["--set", s]
     plains = [plain_figures(json_lines(run(plain_cmd).stdout)[-1])]

@@ -66,7 +66,7 @@ def record(result: dict[str, Any]) -> None:
 @contextmanager
 def idle_local_ray(config: str) -> Iterator[None]:
     """A local Ray, started as `factory generate` starts one, held idle for the block's duration."""
-    holder = subprocess.Popen([sys.executable, "benchmarks/idle_ray.py", "--config", config], cwd=ROOT,
+    holder = subprocess.Popen([sys.executable, "-m", "benchmarks.idle_ray", "--config", config], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         if holder.stdout.readline().strip() != "ready":

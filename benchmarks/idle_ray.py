@@ -1,6 +1,6 @@
 """Holds a local Ray, started as `factory generate` starts one, idle beside another benchmark.
 
-    python benchmarks/idle_ray.py --config CONFIG   # prints "ready", then holds until stdin closes
+    python -m benchmarks.idle_ray --config CONFIG   # prints "ready", then holds until stdin closes
 
 The control for the saturation benchmark: raw vLLM measured with this beside it shows what Ray's
 own daemons (GCS, raylet, log monitor, dashboard agent) and one idle actor cost the engine on
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 class Idle:

@@ -17,9 +17,7 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def check_points(num_tokens: int, every: int) -> list[int]:

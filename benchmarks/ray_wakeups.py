@@ -1,6 +1,6 @@
 """What an idle local Ray costs a CPU engine: wakeups and CPU time per process, read from /proc.
 
-    python benchmarks/ray_wakeups.py [--seconds 20] [--settle 15]
+    python -m benchmarks.ray_wakeups [--seconds 20] [--settle 15]
 
 Starts a local Ray as `factory generate` starts one (benchmarks/idle_ray.py: one idle actor),
 waits `--settle` seconds past its start-up work, then counts every Ray thread's context switches
@@ -18,17 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import idle_local_ray, record  # noqa: E402
+from benchmarks.common import idle_local_ray, record
 
 SWITCHES = re.compile(r"(?:non)?voluntary_ctxt_switches:\s+(\d+)")
-RAY_PROCESS = re.compile(r"ray::|/ray/|idle_ray\.py")
+RAY_PROCESS = re.compile(r"ray::|/ray/|benchmarks\.idle_ray")
 
 
 def process_name(cmdline: str) -> str:
-    """'ray::Idle', 'raylet', 'gcs_server', or a Python daemon's script name."""
+    """'ray::Idle', 'raylet', 'gcs_server', or a Python daemon's script (or `-m` module) name."""
     args = cmdline.split("\0")
-    script = next((a for a in args[1:] if a.endswith(".py")), None)
+    module = next((b for a, b in zip(args[1:], args[2:]) if a == "-m"), None)
+    script = module or next((a for a in args[1:] if a.endswith(".py")), None)
     return Path(script or args[0]).name or "?"
 
 

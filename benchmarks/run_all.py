@@ -9,16 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-STEPS = [
-    ["bench_throughput.py"],
-    ["bench_throughput.py", "--detectors", "--repeat", "2"],
-    ["bench_yield.py"],
-    ["bench_adaptive.py"],
-    ["bench_verify.py"],
-    ["bench_sandbox.py"],
-    ["bench_memory.py"],
-    ["ray_wakeups.py"],
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = [  # modules of this package, each run as `python -m benchmarks.NAME`
+    ["bench_throughput"],
+    ["bench_throughput", "--detectors", "--repeat", "2"],
+    ["bench_yield"],
+    ["bench_adaptive"],
+    ["bench_verify"],
+    ["bench_sandbox"],
+    ["bench_memory"],
+    ["ray_wakeups"],
 ]
 
 
@@ -26,7 +26,7 @@ def main() -> int:
     failed = []
     for step in STEPS:
         print(f"\n=== {' '.join(step)}", flush=True)
-        if subprocess.run([sys.executable, str(HERE / step[0]), *step[1:]], cwd=HERE.parent).returncode != 0:
+        if subprocess.run([sys.executable, "-m", f"benchmarks.{step[0]}", *step[1:]], cwd=ROOT).returncode != 0:
             failed.append(step[0])
     if failed:
         print(f"failed: {failed}")
