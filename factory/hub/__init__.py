@@ -22,7 +22,7 @@ from factory.common.retry import RetryPolicy
 from factory.hub.client import DEFAULT_RETRY, REPO_TYPE, is_transient, parse_ref, scrub, with_retries
 from factory.hub.errors import HubAuthError, HubConflictError, HubError, HubIntegrityError
 from factory.hub.publish import PublishResult, publish_version
-from factory.hub.pull import pull
+from factory.hub.download import pull
 from factory.hub.versions import HubVersion, list_hub_versions, list_hub_versions_table
 from factory.store.layout import CARD_NAME, MANIFEST_NAME, version_number
 
