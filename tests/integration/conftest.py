@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.procs import keep_orphans
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "source.limit=6",
@@ -23,6 +25,13 @@ TINY = [
     "run.shard_size=2",
     "run.progress=false",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_process_tree() -> None:
+    """Orphaned Ray workers and vLLM engines stay in this session's process tree, where the tests
+    look for them (tests/support/procs.py), instead of moving under init."""
+    keep_orphans()
 
 
 def factory_cmd(store: Path, *extra: str) -> list[str]:

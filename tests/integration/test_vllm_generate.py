@@ -20,7 +20,7 @@ from math_verify import parse, verify
 
 from factory.store.schema import ALL_SCHEMA, DEFAULT_SCHEMA, is_doubled
 from factory.store.version import list_versions, verify_files
-from tests.support.procs import alive, pids_named
+from tests.support.procs import alive, kill_our_ray, pids_named
 
 from .conftest import ROOT, factory_cmd, run_factory
 
@@ -153,9 +153,9 @@ def _first_run(store: Path) -> str:
 
 
 def _reap_ray() -> None:
-    # A SIGKILLed driver cannot stop the local Ray it started; stop it like a user would.
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120,
-                   env=dict(os.environ, PATH=f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"))
+    # A SIGKILLed driver cannot stop the local Ray it started; stop it as `ray stop --force` would,
+    # but only this session's Ray (another Ray on the machine is someone else's).
+    kill_our_ray()
 
 
 def test_prompt_longer_than_the_context_is_a_row_not_a_crash() -> None:

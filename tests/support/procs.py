@@ -1,8 +1,31 @@
-"""Finding processes by the names Ray and vLLM give them, for tests that kill or count them."""
+"""Finding this test session's own Ray and vLLM processes, for tests that kill or count them.
+
+Only descendants of the test process count, never the whole machine: a developer's own run, or a
+second test session, on the same machine must not fail (or be killed by) these tests. Ray workers
+and vLLM engine cores outlive the processes that started them (that is what the tests check), and
+an orphan is normally re-parented to init, out of our tree; `keep_orphans()` makes the test
+process their "child subreaper" (Linux prctl), so they are re-parented to it and stay in its tree.
+An orphan that dies stays a zombie of the test process until it exits; `alive()` counts a zombie
+as dead.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import re
+import signal
 from pathlib import Path
+
+_PR_SET_CHILD_SUBREAPER = 36
+# Ray's daemons and workers: a `ray::` title, or a binary / script inside the ray package.
+_RAY = re.compile(rb"^ray::|/ray/")
+
+
+def keep_orphans() -> bool:
+    """Make this process the reaper of its descendants' orphans; False where the kernel refuses."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def alive(pid: int) -> bool:
@@ -13,14 +36,46 @@ def alive(pid: int) -> bool:
         return False
 
 
-def pids_named(title: str) -> list[int]:
-    """Pids whose command line starts with `title` (Ray and vLLM name their processes so)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def descendants(root: int | None = None) -> list[int]:
+    """Every process below `root` (default: this process), however deep."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             try:
-                if (proc / "cmdline").read_bytes().startswith(title.encode()):
-                    pids.append(int(proc.name))
-            except OSError:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
-    return pids
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [os.getpid() if root is None else root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def pids_named(title: str, root: int | None = None) -> list[int]:
+    """Our descendants whose command line starts with `title` (Ray and vLLM name their processes so)."""
+    return [p for p in descendants(root) if _cmdline(p).startswith(title.encode())]
+
+
+def kill_our_ray(root: int | None = None) -> list[int]:
+    """SIGKILL the Ray daemons and workers below `root` (default: this process), as `ray stop --force`
+    would, but leaving every other Ray on the machine alone. vLLM's processes are not touched: the
+    tests check that their guards take them down. Returns the pids signalled."""
+    hit = []
+    for pid in descendants(root):
+        if _RAY.search(_cmdline(pid)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                hit.append(pid)
+            except OSError:
+                pass
+    return hit
