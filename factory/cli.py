@@ -14,13 +14,12 @@ import pkgutil
 import sys
 import traceback
 
+import factory.commands as commands
 from factory import __version__, terminal
 from factory.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import factory.commands as commands
-
     parser = argparse.ArgumentParser(prog="factory", description="Verified reasoning-dataset factory.")
     parser.add_argument("--version", action="version", version=f"factory {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

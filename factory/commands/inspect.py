@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.console import Console
+
 from factory.errors import UserError
+from factory.runner.progress import summary_table
+from factory.store.layout import MANIFEST_NAME
+from factory.store.version import load_manifest, read_version_table
 from factory.store.schema import count_doubled
 
 
@@ -17,13 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from factory.runner.progress import summary_table
-    from factory.store.version import load_manifest, read_version_table
-
     vdir = Path(args.version)
-    if not (vdir / "manifest.json").is_file():
+    if not (vdir / MANIFEST_NAME).is_file():
         raise UserError(f"{vdir} is not a version (no manifest.json); list versions with `factory versions STORE/NAME`")
     console = Console()
     console.print(summary_table(load_manifest(vdir)))

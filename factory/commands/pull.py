@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from factory.hub import parse_ref, pull
+
 HELP = "download one version of a Hub dataset and check it against its manifest"
 
 
@@ -17,8 +19,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.hub import parse_ref, pull
-
     # A HubError is a UserError: the CLI prints it as "factory pull: ..." like every command.
     repo_id, revision = parse_ref(args.ref)
     path = pull(repo_id, revision, config=args.config, to=args.to)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory.cluster.templates import DeployParams, render
+from factory.config import load_config
 from factory.errors import UserError
 
 ADDRESS_VARS = ("RAY_JOB_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -149,8 +151,6 @@ def prepare(config_path: str, overrides: list[str], incremental: bool, env_args:
     """Validate the config, write the job's working dir (run.yaml + inputs), build the runtime_env."""
     import yaml
 
-    from factory.config import load_config
-
     cwd = cwd or Path.cwd()
     cfg = load_config(config_path, overrides)
     store = cfg.output.store
@@ -249,9 +249,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from factory.cluster.templates import DeployParams, render
-    from factory.config import load_config
-
     cfg = load_config(args.config, args.overrides)
     params = DeployParams(
         image=args.image, name=args.name, namespace=args.namespace, schedule=args.schedule or DEFAULT_SCHEDULE,

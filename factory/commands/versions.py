@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from factory.errors import UserError
+from factory.hub.versions import list_hub_versions_table
+from factory.store.layout import runs_dir
+from factory.store.version import list_versions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,21 +21,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     path = Path(args.dataset)
     if not path.is_dir():
         if path.exists() or args.dataset.count("/") != 1 or args.dataset.startswith((".", "/")):
             raise UserError(f"{args.dataset} is neither a local dataset directory nor a Hub repo id (ORG/NAME)")
-        from factory.hub.versions import list_hub_versions_table
-
         console.print(list_hub_versions_table(args.dataset))
         return 0
-    from factory.store.layout import runs_dir
-    from factory.store.version import list_versions
-
     versions = list_versions(path)
     if not versions:
         datasets = sorted(d for d in path.iterdir() if d.is_dir() and (list_versions(d) or runs_dir(d).is_dir()))

@@ -13,6 +13,7 @@ from typing import Any
 
 from factory.degeneration import AbortWatch, EarlyAbortConfig
 from factory.engines.base import ENGINES, Engine, as_finished
+from factory.engines.models import resolve_model
 from factory.engines.seeds import sample_seed
 from factory.types import Completion, Prompt
 
@@ -68,8 +69,6 @@ class VLLMEngine(Engine):
         except ImportError as e:
             raise RuntimeError(f"{_INSTALL_HINT} ({e})") from None
         from transformers import AutoTokenizer
-
-        from factory.engines.models import resolve_model
 
         t0 = time.perf_counter()
         t = self.teacher

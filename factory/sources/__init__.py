@@ -24,6 +24,9 @@ from typing import Any
 
 from factory.config import Config, ConfigError, SourceConfig
 from factory.errors import UserError
+from factory.sources.builtin import BUILTIN_SETS
+from factory.sources.files import read_file
+from factory.sources.hub import read_hub
 from factory.sources.prompting import build_messages
 from factory.sources.rejects import Rejects
 from factory.types import Prompt
@@ -67,8 +70,6 @@ def input_identity(info: dict[str, Any]) -> dict[str, Any]:
 
 def read_rows(src: SourceConfig) -> RawInput:
     if src.builtin:
-        from factory.sources.builtin import BUILTIN_SETS
-
         if src.builtin not in BUILTIN_SETS:
             raise ConfigError(f"source.builtin {src.builtin!r} unknown; builtin sets: {sorted(BUILTIN_SETS)}")
         rows = BUILTIN_SETS[src.builtin]()
@@ -76,13 +77,9 @@ def read_rows(src: SourceConfig) -> RawInput:
         return RawInput(rows, list(range(1, len(rows) + 1)),
                         {"kind": "builtin", "name": name, "content_sha256": rows_sha256(rows)}, Rejects(name))
     if src.path:
-        from factory.sources.files import read_file
-
         rejects = Rejects(src.path)
         rows, lines, digest = read_file(src.path, rejects)
         return RawInput(rows, lines, {"kind": "file", "name": src.path, "content_sha256": digest}, rejects)
-    from factory.sources.hub import read_hub
-
     rows, revision = read_hub(src)
     info: dict[str, Any] = {"kind": "hub", "name": src.dataset, "subset": src.subset, "split": src.split,
                             "revision": revision}

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from factory import __version__
 from factory.common.files import sha256_file
 from factory.errors import UserError
 from factory.store.layout import CARD_NAME, MANIFEST_NAME, version_name
@@ -347,8 +348,6 @@ def now_utc() -> str:
 
 
 def _factory_version() -> str:
-    from factory import __version__
-
     return __version__
 
 

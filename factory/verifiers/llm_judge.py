@@ -257,8 +257,6 @@ class LLMJudgeVerifier(Verifier):
 
     async def _ask(self, questions: dict[str, str]) -> dict[str, tuple[bool | None, str]]:
         if self._engine is None:
-            from factory.engines import ENGINES
-
             p = self.params
             engine = ENGINES.get(p.engine)(p.teacher_dict(), p.sampling_dict())
             await engine.start()  # a judge that cannot start is fatal: fail before judging nothing

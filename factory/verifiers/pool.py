@@ -13,6 +13,22 @@ forking a threaded process can deadlock the child. Each worker imports its funct
 pool, a script that uses it needs the `if __name__ == "__main__":` guard (the children import
 the main module). Workers are daemon processes: a function may use subprocess, not
 multiprocessing children of its own.
+
+Why not `pebble` (ProcessPool(max_tasks=...).schedule(fn, timeout=...)), which also kills and
+replaces a worker past its timeout, recycles workers, and runs each call in the worker's main
+thread (so math-verify's signal.alarm works under either)? Weighed in issue 14 and kept, because:
+  - pebble keeps three manager threads per pool in the parent; when one fails the pool turns
+    into an error state that every later call raises, and its tracker has reports of pools that
+    deadlock or cannot recover after a broken worker (noxdafox/pebble #42, #69, #70). This pool
+    has no threads of its own: `map` drives the workers from the calling thread, and its only
+    recovery is the one that is always safe, kill and replace a process;
+  - it tells "the function cannot even import" (three failed starts in a row: PoolError, fatal,
+    an install or config bug) from a row that fails, times out or kills its worker (a result);
+    with pebble both arrive as per-future errors and the distinction would be rebuilt on top;
+  - the function is imported once per worker by name ("module:function") and only items travel;
+    callers get results in item order plus counters (timeouts, deaths, restarts) for the logs.
+    An adapter from pebble's futures to that `map` would be most of this file's size again, plus
+    a dependency. Revisit if the pool grows features pebble already has (e.g. async scheduling).
 """
 
 from __future__ import annotations

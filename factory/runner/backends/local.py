@@ -31,6 +31,7 @@ from factory.errors import UserError
 from factory.runner.backends.base import Backend, Replica
 from factory.runner.backends.cluster import replica_env
 from factory.runner.backends.group_guard import arm_process_guard, descendants
+from factory.runner.backends.replica import EngineReplica
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ class LocalBackend(Backend):
         self._thread.start()
 
     def spawn(self) -> Replica:
-        from factory.runner.backends.replica import EngineReplica
-
         handle = EngineReplica(*self._args)  # cheap: the engine loads in start()
         rep = Replica(handle, None)
         self._calls[rep] = set()

@@ -7,15 +7,14 @@ from typing import Any
 from factory.config import Config
 from factory.runner.backends import placement
 from factory.runner.backends.base import Backend, Replica
+from factory.runner.backends.cluster import connect, plan_replicas
+from factory.runner.backends.replica import EngineReplica
 
 
 class RayBackend(Backend):
     name = "ray"
 
     def __init__(self, cfg: Config):
-        from factory.runner.backends.cluster import connect, plan_replicas
-        from factory.runner.backends.replica import EngineReplica
-
         self.cfg = cfg
         self.ray = connect(cfg)
         self.plan = plan_replicas(cfg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from factory.engines import ENGINES
 from factory.runner.backends.cluster import running_ray
 from factory.runner.backends.group_guard import arm_group_guard
 from factory.types import Completion, Prompt
@@ -19,8 +20,6 @@ from factory.types import Completion, Prompt
 
 class EngineReplica:
     def __init__(self, engine: str, teacher: dict[str, Any], sampling: dict[str, Any]):
-        from factory.engines import ENGINES
-
         self._engine = ENGINES.get(engine)(teacher, sampling)
         self._guard = arm_group_guard() if _inside_ray_actor() else None
 
