@@ -7,17 +7,20 @@ worker processes with hard timeouts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from factory.config import Config
-from factory.verifiers.parsing import make_trace
 from factory.store.schema import trace_row
 from factory.types import Completion, Prompt, Trace, Verdict
-from factory.verifiers import build_verifiers
+from factory.verifiers.base import build_verifiers
+from factory.verifiers.parsing import make_trace
+
+if TYPE_CHECKING:  # the run config sits above the verifiers: read, never imported at run time
+    from factory.config import Config
 
 
 class VerifyStage:
     def __init__(self, cfg: Config, workers: int):
+        """`cfg`: the run config (its verifiers, teacher.expects_think_tags, answer_extraction())."""
         self.extraction = cfg.answer_extraction()
         context = {"expects_think_tags": cfg.teacher.expects_think_tags, "verify_workers": workers}
         self.verifiers = build_verifiers(cfg.verifiers, context)

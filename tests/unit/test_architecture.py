@@ -28,6 +28,21 @@ PENDING = {
 }
 
 
+# Layers, bottom first. A module may import its own layer and the layers below, never above: the
+# data flow reads upwards (sources -> engines -> verifiers -> store), the run config sits above the
+# registries it asks, and only api / commands / cli / recipes see everything.
+LAYERS = [
+    {"factory", "factory.errors", "factory.types", "factory.common", "factory.registry"},
+    {"factory.sandbox", "factory.cluster", "factory.store", "factory.prefilter", "factory.engines"},
+    {"factory.verifiers", "factory.hub"},
+    {"factory.config"},
+    {"factory.sources"},
+    {"factory.runner", "factory.reverify"},
+    {"factory.api"},
+    {"factory.commands", "factory.cli", "factory.recipes"},
+]
+
+
 @dataclass
 class Module:
     name: str  # factory.store.version
@@ -188,6 +203,19 @@ def test_no_import_cycles() -> None:
 def test_no_private_names_of_another_package() -> None:
     bad = [f"{m.path.relative_to(ROOT)}:{p}" for m in MODULES.values() for p in m.private]
     assert not bad, "imports of another package's private names:\n" + "\n".join(bad)
+
+
+def layer_of(name: str) -> int:
+    for i, packages in enumerate(LAYERS):
+        if owner(name) in packages or name in packages:
+            return i
+    raise AssertionError(f"{name}: in no layer of LAYERS; add its package there (and to docs/architecture.md)")
+
+
+def test_layers_import_only_downwards() -> None:
+    bad = [f"{m.name} (layer {layer_of(m.name)}) imports {t} (layer {layer_of(t)})"
+           for m in MODULES.values() for t in sorted(m.imports) if layer_of(t) > layer_of(m.name)]
+    assert not bad, "imports of a higher layer (see LAYERS):\n" + "\n".join(bad)
 
 
 def test_own_imports_at_module_top() -> None:
