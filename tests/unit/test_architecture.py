@@ -33,7 +33,8 @@ PENDING = {
 # registries it asks, and only api / commands / cli / recipes see everything.
 LAYERS = [
     {"factory", "factory.errors", "factory.types", "factory.common", "factory.registry"},
-    {"factory.sandbox", "factory.cluster", "factory.store", "factory.prefilter", "factory.engines"},
+    {"factory.sandbox", "factory.cluster", "factory.store", "factory.prefilter", "factory.engines",
+     "factory.degeneration"},
     {"factory.verifiers", "factory.hub"},
     {"factory.config"},
     {"factory.sources"},
