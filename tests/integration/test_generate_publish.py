@@ -1,6 +1,6 @@
 """`factory generate` with a `publish:` section pushes the new version to the Hub when it finishes.
 
-The real huggingface_hub client talks HTTP to tests/support/hubserver.py on loopback (HF_ENDPOINT); the
+The real huggingface_hub client talks HTTP to tests/support/hubserver/ on loopback (HF_ENDPOINT); the
 run uses the scripted engine (this test is about the publish step, not the teacher).
 """
 

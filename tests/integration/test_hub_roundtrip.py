@@ -1,5 +1,5 @@
 """Publish to and read from the Hub at the protocol level: the real huggingface_hub client and
-datasets.load_dataset talk HTTP to tests/support/hubserver.py on loopback.
+datasets.load_dataset talk HTTP to tests/support/hubserver/ on loopback.
 
 The client runs in a fresh subprocess per step group, because huggingface_hub and datasets read
 HF_ENDPOINT / HF_HOME when first imported; the server runs in a thread of this process so the tests
