@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory.cluster.slurm import submit_slurm
 from factory.cluster.templates import DeployParams, render
 from factory.config import load_config
 from factory.errors import UserError
@@ -265,10 +266,6 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _submit_slurm(args: argparse.Namespace) -> int:
-    from factory.cluster.slurm import submit_slurm
-    from factory.cluster.templates import DeployParams
-    from factory.config import load_config
-
     cfg = load_config(args.config, args.overrides)  # a broken config is refused here, before sbatch
     params = DeployParams(
         name=args.name, gpu_workers=args.gpu_workers, gpus_per_worker=args.gpus_per_worker,

@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 
 from factory.errors import UserError
+from factory.store.layout import MANIFEST_NAME, version_number
+from factory.store.version import list_versions
+from factory.viewer.server import Viewer, ViewerServer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve(target: str) -> tuple[Path, list[str]]:
     """(the version dir, names of the dataset's other versions) for STORE/NAME or STORE/NAME/vN."""
-    from factory.store.layout import MANIFEST_NAME, version_number
-    from factory.store.version import list_versions
-
     path = Path(target)
     if version_number(path.name) is not None:
         if not (path / MANIFEST_NAME).is_file():
@@ -39,8 +39,6 @@ def resolve(target: str) -> tuple[Path, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factory.viewer.server import Viewer, ViewerServer
-
     version_dir, others = resolve(args.target)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0-65535, got {args.port}")

@@ -33,12 +33,12 @@ PENDING = {
 # registries it asks, and only api / commands / cli / recipes see everything.
 LAYERS = [
     {"factory", "factory.errors", "factory.types", "factory.common", "factory.registry"},
-    {"factory.sandbox", "factory.cluster", "factory.store", "factory.prefilter", "factory.engines",
+    {"factory.sandbox", "factory.store", "factory.report", "factory.prefilter", "factory.engines",
      "factory.degeneration"},
-    {"factory.verifiers", "factory.hub"},
+    {"factory.verifiers", "factory.hub", "factory.viewer"},
     {"factory.config"},
     {"factory.sources"},
-    {"factory.runner", "factory.reverify"},
+    {"factory.runner", "factory.reverify", "factory.cluster"},
     {"factory.api"},
     {"factory.commands", "factory.cli", "factory.recipes"},
 ]
