@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import UserError
-from factory.runner.runstate import read_run_json
+from factory.runner.runstate import read_run_json, write_json_atomic
 from factory.store.layout import runs_dir
 from factory.store.lock import dataset_lock
 from factory.store.parts import RunDir
@@ -105,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _mark_pruned(run_dir: Path) -> None:
-    from factory.runner.runstate import write_json_atomic
-
     meta = read_run_json(run_dir)
     meta["pruned"] = True
     write_json_atomic(run_dir / "run.json", meta)

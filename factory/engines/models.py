@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from factory.errors import ConfigError
+
 BUILTIN_PREFIX = "builtin:"
 SMOLLM2 = "smollm2-135m-instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -23,8 +25,6 @@ def cache_root() -> Path:
 
 def check_model(model: str, revision: str | None = None) -> None:
     """Is `teacher.model` loadable here? Raise ConfigError with the fix; cheap (no weights read)."""
-    from factory.errors import ConfigError
-
     if model.startswith(BUILTIN_PREFIX):
         name = model.removeprefix(BUILTIN_PREFIX)
         if name != SMOLLM2:
@@ -51,8 +51,6 @@ def check_model(model: str, revision: str | None = None) -> None:
 def _check_hub_model(model: str, revision: str | None) -> None:
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    from factory.errors import ConfigError
 
     local = f"(nor is it a local folder: {Path(model).resolve()} does not exist)"
     if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):

@@ -13,7 +13,7 @@ from typing import Any
 
 from factory.degeneration import AbortWatch, EarlyAbortConfig
 from factory.engines.base import ENGINES, Engine, as_finished
-from factory.engines.models import resolve_model
+from factory.engines.models import check_model, resolve_model
 from factory.engines.seeds import sample_seed
 from factory.types import Completion, Prompt
 
@@ -46,8 +46,6 @@ class VLLMEngine(Engine):
 
     @classmethod
     def preflight(cls, teacher: dict[str, Any]) -> None:
-        from factory.engines.models import check_model
-
         check_model(teacher["model"], teacher.get("revision"))
 
     def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import Config
+from factory.engines.models import resolve_model
 from factory.errors import UserError
 from factory.runner.driver import prefilter_prompts, preflight
 from factory.sources import check_input_policy, load_prompts
@@ -57,8 +58,6 @@ def _measure(cfg: Config, prompts: list[Prompt], report: DryRunReport) -> None:
         report.token_check = f"not measured: teacher.engine {cfg.teacher.engine} has no local tokenizer"
         return
     from transformers import AutoTokenizer
-
-    from factory.engines.models import resolve_model
 
     model = resolve_model(cfg.teacher.model)
     tokenizer = AutoTokenizer.from_pretrained(model, revision=cfg.teacher.revision)

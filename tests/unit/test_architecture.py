@@ -32,7 +32,7 @@ PENDING = {
 # data flow reads upwards (sources -> engines -> verifiers -> store), the run config sits above the
 # registries it asks, and only api / commands / cli / recipes see everything.
 LAYERS = [
-    {"factory", "factory.errors", "factory.types", "factory.common", "factory.registry"},
+    {"factory", "factory.errors", "factory.types", "factory.common", "factory.registry", "factory.terminal"},
     {"factory.sandbox", "factory.store", "factory.report", "factory.prefilter", "factory.engines",
      "factory.degeneration"},
     {"factory.verifiers", "factory.hub", "factory.viewer"},
@@ -252,3 +252,12 @@ def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
     assert cycles(mods) == [["factory.a", "factory.b"]]
     assert mods["factory.b"].private == ["4: factory.c._hidden", "5: factory.a._x"]
     assert mods["factory.b"].nested == ["4: factory.c"]
+
+
+def test_no_sys_path_edits() -> None:
+    """Benchmarks run as `python -m benchmarks.x`, tests import `tests.support...`: nothing patches
+    the import path."""
+    needle = "sys.path." + "insert"  # split, so this file does not match itself
+    bad = [f"{p.relative_to(ROOT)}" for d in ("factory", "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")
+           if needle in p.read_text() or ("sys.path." + "append") in p.read_text()]
+    assert not bad, "sys.path edits:\n" + "\n".join(bad)
