@@ -59,6 +59,13 @@ DRIVER = textwrap.dedent('''
             console = Console(record=True, width=200)
             console.print(list_hub_versions_table(a[0]))
             return console.export_text()
+        if kind == "source":  # a Hub dataset as a run's input: what identity does the run record?
+            from factory.config import load_config
+            from factory.sources import input_identity, load_prompts
+            cfg = load_config(None, data={"source": {"dataset": a[0], "subset": "all", "revision": a[1],
+                                                     "columns": {"reference": "reference"}}})
+            ps = load_prompts(cfg)
+            return {"identity": input_identity(ps.info), "prompts": len(ps.prompts)}
         if kind == "cli":
             import argparse, importlib
             ap = argparse.ArgumentParser(prog="factory")
@@ -386,3 +393,15 @@ def test_files_the_new_version_lacks_are_deleted_from_main(hub: LocalHub, client
     assert sorted(p for p in files if p.startswith("data/")) == sorted(
         f["path"] for f in _manifest(store["v1"])["files"] if f["path"].startswith("data/"))
     assert all(f["path"] in files for f in _manifest(store["v1"])["files"])  # the report files too
+
+
+def test_a_hub_source_is_identified_by_its_commit(hub: LocalHub, client, published) -> None:
+    """A run reading a Hub dataset records the commit it read (with subset and split), so a resume
+    after the dataset moved on refuses instead of mixing; a tag resolves to its commit."""
+    outs, _ = client(["source", REPO, "v1"], ["source", REPO, "v2"], ["list", REPO])
+    assert all(o["ok"] for o in outs), outs
+    v1, v2, versions = outs[0]["result"], outs[1]["result"], outs[2]["result"]
+    commits = {v["tag"]: v["commit"] for v in versions}
+    assert v1["identity"] == {"kind": "hub", "name": REPO, "revision": commits["v1"], "subset": "all", "split": "train"}
+    assert v2["identity"]["revision"] == commits["v2"] != commits["v1"]
+    assert v1["prompts"] == 6 and v2["prompts"] == 9

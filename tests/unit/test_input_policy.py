@@ -72,6 +72,9 @@ def test_resume_on_an_edited_input_refuses_and_never_mixes(tmp_path: Path, monke
     msg = str(e.value)
     assert str(src) in msg and old_sha in msg and "--new-run" in msg and "--incremental" in msg
     assert not started  # refused before any engine started
+    with pytest.raises(UserError, match="changed since run"):
+        generate(cfg, resume_id=run_dir.name)  # naming the run does not get around it
+    assert not started and len(RunDir(run_dir).committed_shards()) == 1  # the old run is left as it was
     monkeypatch.undo()
 
     # A new run holds only the edited problems; the unfinished one is left as it was.
