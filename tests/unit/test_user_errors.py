@@ -51,6 +51,20 @@ def test_mistake_is_one_line_before_any_engine(tmp_path: Path, setting: str, exp
     assert len(lines) <= 2 and lines[0].startswith("factory generate: "), proc.stderr  # config errors: header + key
 
 
+def test_unreachable_hub_model_without_offline_mode(tmp_path: Path) -> None:
+    """No HF_HUB_OFFLINE: factory asks the Hub (no network in CI: it cannot reach it; with network,
+    the repo does not exist) and says which, in one line, instead of vLLM's traceback a minute later."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-m", "factory.cli", "generate", str(REPO / "configs/default.yaml"),
+                           "--set", "teacher.model=factory-tests/no-such-model", "--set",
+                           f"output.store={tmp_path / 'store'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("factory generate: teacher.model 'factory-tests/no-such-model': ")
+    assert "cannot reach the Hugging Face Hub" in proc.stderr or "no such model on the Hugging Face Hub" in proc.stderr
+
+
 def test_store_whose_parent_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     proc = gen(tmp_path, f"output.store={tmp_path / 'afile' / 'store'}")
