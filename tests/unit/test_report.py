@@ -116,3 +116,15 @@ def test_summary_shows_tokens_and_cost(version: Path) -> None:
     assert "prompt tokens (version)" in text and "output tokens (version)" in text
     assert "engine-hours (1 engine(s))" in text and "estimated cost (2.5/cpu-hour)" in text
     assert json.dumps(load_manifest(version)["cost"]["output_tokens"]) in text.replace(",", "")
+
+
+def test_gpu_hour_price_is_checked_and_not_part_of_the_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
+    from factory.cli import main
+    from factory.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    assert main(["generate", str(repo / "configs/default.yaml"), "--gpu-hour-price", "-1"]) == 2
+    assert "run.gpu_hour_price" in capsys.readouterr().err  # the key to fix, no traceback
+    plain = load_config(repo / "configs/default.yaml")
+    priced = load_config(repo / "configs/default.yaml", ["run.gpu_hour_price=2.5"])
+    assert priced.run.gpu_hour_price == 2.5 and priced.fingerprint() == plain.fingerprint()
