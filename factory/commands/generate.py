@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"version: [bold]{result.version_dir}[/bold]  (run {result.run_dir.name}"
                   f"{', resumed' if result.resumed else ''})", soft_wrap=True)
     console.print(f'load it: datasets.load_dataset("{result.version_dir}", "default")', soft_wrap=True)
+    console.print(f"look at it: factory view {result.version_dir}  (or open {result.version_dir}/report.html)",
+                  highlight=False, soft_wrap=True)
     if result.published is not None:
         console.print(result.published.message)
     return 0
