@@ -25,6 +25,7 @@ think-format check and the answer split see what they saw at generation time.
 
 from factory.reverify.inputs import BATCH_ROWS, Input, open_input, resolve_config
 from factory.reverify.report import summary_tables
+from factory.reverify.rows import row_trace
 from factory.reverify.run import (
     META_KEY,
     VerifyResult,
@@ -33,7 +34,6 @@ from factory.reverify.run import (
     output_schema,
     read_metadata,
     reverify,
-    row_trace,
 )
 
 __all__ = ["BATCH_ROWS", "META_KEY", "Input", "VerifyResult", "check_output", "default_output", "open_input",

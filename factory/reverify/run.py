@@ -29,11 +29,12 @@ from factory.config import Config, ConfigError
 from factory.errors import UserError
 from factory.reverify.agreement import EXPECTED_COLUMN, Agreement, parse_expected
 from factory.reverify.inputs import BATCH_ROWS, Input, is_version
+from factory.reverify.rows import problem_of, reference_of, row_trace, split_messages
 from factory.sources import content_id
 from factory.store.manifest import jsonable, now_utc
 from factory.store.schema import ALL_SCHEMA, count_doubled
-from factory.types import Completion, Prompt, Trace
-from factory.verifiers.parsing import EXTRACTION_MODES, make_trace
+from factory.types import Trace
+from factory.verifiers.parsing import EXTRACTION_MODES
 from factory.verifiers.stage import VerifyStage
 
 log = logging.getLogger(__name__)
@@ -45,85 +46,6 @@ VERDICT_COLUMNS = ("reasoning", "extracted_answer", "accepted", "reject_reason",
 ID_COLUMNS = ("prompt_id", "sample_index")
 _TYPES = {f.name: f.type for f in ALL_SCHEMA}
 META_KEY = b"factory.verify"
-
-
-# ----------------------------------------------------------------------------- rows -> traces
-
-
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v if isinstance(v, str) else str(v)
-
-
-def _reference(row: dict[str, Any]) -> str | None:
-    v = row.get("reference")
-    if v is None:
-        v = row.get("tests")
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return str(v)
-    return json.dumps(v, sort_keys=True)  # code tests ({"inputs": [...], "outputs": [...]})
-
-
-def _split_messages(messages: Any) -> tuple[list[dict[str, str]], str | None]:
-    """(the messages before the last assistant turn, that turn's content)."""
-    if not isinstance(messages, list):
-        return [], None
-    msgs = [m for m in messages if isinstance(m, dict)]
-    for i in range(len(msgs) - 1, -1, -1):
-        if msgs[i].get("role") == "assistant":
-            return [{"role": str(m.get("role")), "content": _text(m.get("content")) or ""} for m in msgs[:i]], \
-                _text(msgs[i].get("content"))
-    return [{"role": str(m.get("role")), "content": _text(m.get("content")) or ""} for m in msgs], None
-
-
-def _problem_of(row: dict[str, Any], before: list[dict[str, str]]) -> str | None:
-    """The `problem` column; without one, the last user message (it may hold the prompt template)."""
-    if "problem" in row:
-        return _text(row["problem"])
-    users = [m["content"] for m in before if m["role"] == "user"]
-    return users[-1] if users else None
-
-
-def row_trace(row: dict[str, Any], prompt_id: str, sample_index: int, index: int,
-              extraction: str) -> Trace | str:
-    """A Trace for one input row, or the input reason it cannot be verified."""
-    before, assistant = _split_messages(row.get("messages"))
-    problem = _problem_of(row, before)
-    if problem is None or not problem.strip():
-        return "missing_problem"
-    text = _text(row.get("completion"))
-    if text is None:
-        text = assistant
-    if text is None:
-        return "missing_completion"
-    reasoning = _text(row.get("reasoning"))
-    # A version row whose engine split the reasoning off stores it apart from the completion;
-    # handing it back keeps the think-format check and the answer split as they were.
-    reasoning_content = reasoning if reasoning and reasoning.strip() and reasoning.strip() not in text else None
-    messages = [m for m in before if m["role"] != "assistant"] or [{"role": "user", "content": problem}]
-    prompt = Prompt(prompt_id, index, problem, _reference(row), messages, _text(row.get("source")) or "")
-    num_tokens = row.get("num_tokens")
-    completion = Completion(
-        prompt_id, sample_index, text,
-        _text(row.get("finish_reason")),  # type: ignore[arg-type]  # None: unknown, not invented
-        prompt_tokens=int(row.get("prompt_tokens") or 0), num_tokens=int(num_tokens or 0),
-        reasoning_content=reasoning_content, error=_text(row.get("error")),
-        aborted_by=_aborted_by(row),
-    )
-    return make_trace(prompt, completion, extraction)
-
-
-def _aborted_by(row: dict[str, Any]) -> str | None:
-    """The early-abort detector named by a row's leading `{name, reason: aborted}` verdict."""
-    if row.get("finish_reason") != "abort":
-        return None
-    for v in row.get("verdicts") or []:
-        if isinstance(v, dict) and v.get("reason") == "aborted" and v.get("name") != "truncation":
-            return _text(v.get("name"))
-    return None
 
 
 # ----------------------------------------------------------------------------- output
@@ -236,8 +158,8 @@ class _Ids:
     def __call__(self, row: dict[str, Any]) -> tuple[str | None, int | None]:
         pid = row.get("prompt_id") if self.has_pid else None
         if not self.has_pid:
-            problem = _problem_of(row, _split_messages(row.get("messages"))[0])
-            pid = content_id(problem, _reference(row)) if problem is not None else None
+            problem = problem_of(row, split_messages(row.get("messages"))[0])
+            pid = content_id(problem, reference_of(row)) if problem is not None else None
         sample = row.get("sample_index") if self.has_sample else None
         if sample is None and pid is not None:
             sample = self.seen[str(pid)]
