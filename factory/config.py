@@ -186,7 +186,7 @@ class Config(Section):
         return needing_reference([v.name for v in self.verifiers])
 
     def answer_extraction(self) -> str:
-        """How answers are pulled out of completions (the verifiers say; default boxed)."""
+        """How answers are pulled out of completions (the verifiers say; default "final")."""
         return answer_extraction([(v.name, v.params()) for v in self.verifiers])
 
     def fingerprint(self) -> str:

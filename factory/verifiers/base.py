@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from factory.registry import Registry
 from factory.types import Trace, Verdict
+from factory.verifiers.parsing import DEFAULT_EXTRACTION
 
 
 class NoParams(BaseModel):
@@ -99,12 +100,13 @@ def check_verifier_specs(specs: Sequence[tuple[str, dict[str, Any]]]) -> None:
 
 
 def answer_extraction(specs: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """The extraction mode of the first verifier that names one; "boxed" when none does."""
+    """The extraction mode of the first verifier that names one; the default ("final": the boxes
+    of the final answer, or a later "final answer is" statement) when none does."""
     for name, params in specs:
         mode = verifier_class(name).answer_extraction(params)
         if mode is not None:
             return mode
-    return "boxed"
+    return DEFAULT_EXTRACTION
 
 
 def needing_reference(names: Sequence[str]) -> list[str]:

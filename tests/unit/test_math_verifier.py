@@ -274,3 +274,45 @@ def test_pool_refuses_a_function_that_does_not_import() -> None:
         HardTimeoutPool("operator:call", start_method="fork")
     with pytest.raises(PoolError):
         pool.map([1])  # closed
+
+
+def test_percent_against_a_decimal_only_when_the_problem_asks_for_a_percentage(verifier) -> None:
+    def t(problem: str, reference: str, answer: str) -> Trace:
+        p = Prompt("p", 0, problem, reference, [], "test")
+        c = Completion("p", 0, f"\\boxed{{{answer}}}", "stop")
+        return Trace(p, c, "", c.text, False, False, extracted_answer=answer)
+
+    got = verifier.verify_many([
+        t("By what percent did the price fall?", "0.28", "28\\%"),
+        t("By what percent did the price fall?", "0.28", "28 percent"),
+        t("What fraction of the price is left?", "0.28", "28\\%"),  # a percent is a unit here
+        t("By what percent did the price fall?", "0.28", "27\\%"),
+    ])
+    assert [v.passed for v in got] == [True, True, False, False]
+
+
+def test_the_reason_names_the_extraction(verifier) -> None:
+    from factory.verifiers.parsing import make_trace
+
+    def run(reference: str, text: str):
+        p = Prompt("p", 0, "problem", reference, [], "test")
+        return make_trace(p, Completion("p", 0, text, "stop"))
+
+    texts = [
+        ("{1, 2, 3}", "So $x \\in \\{1,2,3\\}$: \\boxed{1}, \\boxed{2} and \\boxed{3}.", (True, "correct (boxes)")),
+        ("5", "We get \\boxed{5}.", (True, "correct (boxed)")),
+        ("10455", "\\boxed{10200}. Wait, I forgot the interest: the final answer is $10,455$.",
+         (True, "correct (answer_is)")),
+        ("34", "Checking every case, the largest $n$ is 34.", (True, "correct (math_verify)")),
+        ("34", "34", (True, "correct (whole_text)")),
+        ("34", "Checking every case, the largest $n$ is $35$.", (False, "wrong_answer (math_verify)")),
+        ("\\frac{1}{3}", "\\boxed{\\frac{1}{3},}", (True, "correct (boxed)")),
+    ]
+    got = verifier.verify_many([run(r, t) for r, t, _ in texts])
+    assert [(v.passed, v.reason) for v in got] == [want for _, _, want in texts]
+    strict = MathVerifier(MathParams(workers=1, prose_answers=False), {})
+    try:
+        v = strict.verify(run("34", "Checking every case, the largest $n$ is $34$."))
+        assert (v.passed, v.reason) == (False, "no_answer")
+    finally:
+        strict.close()
