@@ -52,6 +52,15 @@ class Agreement:
         else:
             self.false_rejects += 1
 
+    def add_row(self, expected_value: Any, row: dict[str, Any], advisory: frozenset[str]) -> None:
+        """One verified row (`accepted`, `verdicts`) against its `expected` cell; a blank or
+        unreadable label is left out, not guessed."""
+        expected = parse_expected(expected_value)
+        if expected is None:
+            return
+        unsure = any(v["passed"] is None and v["name"] not in advisory for v in row["verdicts"])
+        self.add(expected, True if row["accepted"] else (None if unsure else False))
+
     @property
     def rate(self) -> float:
         return self.agree / self.labelled if self.labelled else 0.0

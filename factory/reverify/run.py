@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from factory.config import Config, ConfigError
 from factory.errors import UserError
-from factory.reverify.agreement import EXPECTED_COLUMN, Agreement, parse_expected
+from factory.reverify.agreement import EXPECTED_COLUMN, Agreement
 from factory.reverify.inputs import BATCH_ROWS, Input, is_version
 from factory.reverify.rows import problem_of, reference_of, row_trace, split_messages
 from factory.sources import content_id
@@ -203,10 +203,7 @@ def _verify_batch(stage: Any, table: pa.Table, bad: dict[int, str], ids: _Ids, e
     for (pid, sample), r, row in zip(keys, out, rows, strict=True):
         assert r is not None
         if result.agreement is not None:
-            expected = parse_expected(row.get(EXPECTED_COLUMN))
-            if expected is not None:  # a blank or unreadable label is left out, not guessed
-                unsure = any(v["passed"] is None and v["name"] not in stage.advisory for v in r["verdicts"])
-                result.agreement.add(expected, True if r["accepted"] else (None if unsure else False))
+            result.agreement.add_row(row.get(EXPECTED_COLUMN), r, stage.advisory)
         cols["prompt_id"].append(pid)
         cols["sample_index"].append(sample)
         for n in ("reasoning", "extracted_answer", "accepted", "reject_reason", "verdicts"):

@@ -7,10 +7,8 @@
    1/2^99 == 1/2^98 and 1e-10 == 2e-10), and a non-assignment equation must parse as an
    equation (math-verify #60 compares the "= 0" right-hand sides).
 
-Our own strings (the reference and an extracted answer) are parsed whole or not at all: math-
-verify's extraction looks for *some* expression in a text and, when the LaTeX parse fails, takes
-the first number it finds, so `1 + \\frac{1}{\\mathrm{e}}` became `1`. Only a completion with no box
-and no "answer is" statement goes through math-verify's own extraction (`parse`), as a fallback.
+Parsing is parse.py's: our own strings whole or not at all, math-verify's extraction only for a
+completion with no box and no "answer is" statement.
 
 The soft deadline counts the worker's CPU time, not the wall clock: a comparison that needs 2 s
 of CPU needs 2 s on an idle machine and on a busy one, so a verdict does not depend on the load.
@@ -26,10 +24,16 @@ import re
 import threading
 from typing import Any
 
-from factory.verifiers.math.guards import normalise, prepare, rewrite_constants
-
-FALLBACK_CHARS = 4000  # of a completion's end, searched by math-verify when nothing was extracted
-
+from factory.verifiers.math.guards import normalise, prepare
+from factory.verifiers.math.parse import (
+    extract_from_text,
+    has_equation,
+    is_assignment,
+    kind,
+    parse_whole,
+    rhs,
+    split_top,
+)
 
 class _SoftTimeout(BaseException):
     """Raised by our alarm; a BaseException so sympy's `except Exception` cannot swallow it."""
@@ -72,175 +76,16 @@ def check_pair(job: tuple[str, str | None, str | None, int, float, float]) -> tu
         return None, "timeout"
 
 
-_TOP_EQUATION = re.compile(r"(?<![<>!\\])=")
-
-
-def _has_equation(s: str) -> bool:
-    return bool(_TOP_EQUATION.search(s))
-
-
-def _parse_latex(s: str) -> Any:
-    """`s` parsed whole by math-verify's LaTeX normaliser and parser; None when it does not parse."""
-    from math_verify.parser import LatexExtractionConfig, normalize_latex, parse_latex_cached
-    from sympy import Basic, MatrixBase
-
-    try:
-        obj = parse_latex_cached(normalize_latex(s, config=LatexExtractionConfig().normalization_config))
-    except Exception:
-        return None
-    if not isinstance(obj, (Basic, MatrixBase)) or getattr(obj, "is_infinite", False) is True and ":" in s:
-        return None  # `12:00` parses as a division by zero
-    return obj
-
-
-_PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![A-Za-z])")
-
-
-def _split_top(s: str) -> list[str]:
-    """`s` cut at commas and semicolons outside brackets."""
-    parts, depth, start = [], 0, 0
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c in ",;" and depth == 0:
-            parts.append(s[start:i])
-            start = i + 1
-        i += 1
-    parts.append(s[start:])
-    return [p.strip() for p in parts]
-
-
-def _parse_one(s: str) -> Any:
-    """One item: LaTeX, with `a \\pm b` read as the set {a + b, a - b}."""
-    obj = _parse_latex(s)
-    if obj is not None or len(_PLUS_MINUS.findall(s)) != 1:
-        return obj
-    from sympy import Eq, FiniteSet
-
-    plus, minus = _parse_latex(_PLUS_MINUS.sub("+", s)), _parse_latex(_PLUS_MINUS.sub("-", s))
-    if plus is None or minus is None:
-        return None
-    if _is_assignment(plus) and _is_assignment(minus):
-        return Eq(plus.lhs, FiniteSet(_rhs(plus), _rhs(minus)), evaluate=False)
-    return FiniteSet(plus, minus)
-
-
-def _parse_list(s: str) -> Any:
-    """`x = \\frac{1}{2}, x = \\frac{-1 \\pm \\sqrt{13}}{4}`: the solutions of one unknown as a set."""
-    from sympy import Eq, FiniteSet
-
-    parts = _split_top(s)
-    if len(parts) < 2 or not all(parts):
-        return None
-    items = [_parse_one(p) for p in parts]
-    if any(x is None for x in items):
-        return None
-    values: list[Any] = []
-    lhs = None
-    for x in items:
-        if _kind(x) == "relation" and _is_assignment(x):
-            if lhs is not None and x.lhs != lhs:
-                return None  # `a = 1, b = 2` is math-verify's to read
-            lhs = x.lhs
-            x = _rhs(x)
-        elif lhs is not None:
-            return None
-        values.extend(x.args if _kind(x) == "set" else [x])
-    found = FiniteSet(*values)
-    return Eq(lhs, found, evaluate=False) if lhs is not None else found
-
-
-_PLAIN_EXPR = re.compile(r"^[0-9A-Za-z+\-*/^(). ]+$")
-
-
-def _parse(s: str) -> Any:
-    """`s` (our prepared reference or extracted answer) as one sympy object, or None.
-
-    Whole or nothing: a parse that stops early (`1 + \\frac{1}{\\mathrm{e}}` read as `1`) would
-    compare a fragment. Plain programming notation (`x^2 + 2*x + 1`) is LaTeX enough."""
-    # `x = a, x = b \\pm c`: the solutions item by item (a `\\pm` applies to its own item only)
-    obj = _parse_list(s) if _PLUS_MINUS.search(s) and len(_split_top(s)) > 1 else None
-    if obj is None:
-        obj = _parse_one(s)
-    if obj is None and _PLAIN_EXPR.match(s) and "**" in s:
-        from math_verify.parser import parse_expr_cached
-
-        try:
-            obj = parse_expr_cached(s)
-        except Exception:
-            obj = None
-    return obj
-
-
-_TEXT_PERCENT = re.compile(r"(\d\$?)\s*(?:\\?%|\b(?:percent|percentage|pct)\b)", re.I)
-
-
-def _extract(text: str) -> tuple[Any, str | None]:
-    """math-verify's own extraction on the end of a completion: (object, what it matched)."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-    from sympy import Basic, MatrixBase
-
-    # A percent stays a unit, as in our own strings (math-verify divides by 100).
-    text = _TEXT_PERCENT.sub(r"\1", rewrite_constants(text[-FALLBACK_CHARS:]))
-    found = parse(
-        text,
-        extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-        parsing_timeout=None,  # type: ignore[arg-type]  # our timer, not theirs
-    )
-    obj = next((o for o in found if isinstance(o, (Basic, MatrixBase))), None)
-    matched = next((o for o in found if isinstance(o, str)), None)
-    return obj, matched
-
-
-def _is_assignment(e: Any) -> bool:
-    """`x = 3`, `AB = 5`, `a = b = 3`: a left side made of symbols only (math-verify's rule)."""
-    from math_verify.grader import is_assignment_relation
-
-    return bool(is_assignment_relation(e))
-
-
-def _rhs(e: Any) -> Any:
-    from math_verify.grader import take_last_relation
-
-    return take_last_relation(e).rhs
-
-
-def _kind(e: Any) -> str:
-    from sympy import FiniteSet, MatrixBase, Set, Tuple
-    from sympy.matrices.expressions import MatrixExpr
-    from sympy.core.relational import Relational
-    from sympy.logic.boolalg import BooleanFunction
-
-    if isinstance(e, (Relational, BooleanFunction)):
-        return "relation"
-    if isinstance(e, FiniteSet):
-        return "set"
-    if isinstance(e, Set):
-        return "interval"  # intervals and unions of them
-    if isinstance(e, Tuple):
-        return "tuple"
-    if isinstance(e, (MatrixBase, MatrixExpr)):
-        return "matrix"
-    return "expr"
-
-
 def _shapes_compatible(gold: Any, pred: Any) -> bool:
     """math-verify compares across shapes generously; an open interval (1,2) equals the set
     {1,2} there. Only pairs a reader would call the same kind of answer may match."""
-    g, p = _kind(gold), _kind(pred)
+    g, p = kind(gold), kind(pred)
     if g == p:
         return True
-    if g == "relation" and _is_assignment(gold):
-        return _shapes_compatible(_rhs(gold), pred)
-    if p == "relation" and _is_assignment(pred):
-        return _shapes_compatible(gold, _rhs(pred))
+    if g == "relation" and is_assignment(gold):
+        return _shapes_compatible(rhs(gold), pred)
+    if p == "relation" and is_assignment(pred):
+        return _shapes_compatible(gold, rhs(pred))
     pair = {g, p}
     if pair == {"relation", "interval"}:
         return True  # 1 < x < 2 vs (1, 2): math-verify turns the inequality into a set
@@ -277,11 +122,11 @@ def _strict_equal(gold: Any, pred: Any, precision: int, rel_tol: float) -> bool:
     from sympy import FiniteSet, Interval, Tuple
 
     # Assignments compare by their values (math-verify has checked the left sides already).
-    if _is_assignment(gold):
-        gold = _rhs(gold)
-    if _is_assignment(pred):
-        pred = _rhs(pred)
-    g, p = _kind(gold), _kind(pred)
+    if is_assignment(gold):
+        gold = rhs(gold)
+    if is_assignment(pred):
+        pred = rhs(pred)
+    g, p = kind(gold), kind(pred)
     if g == p == "expr":
         return _numbers_agree(gold, pred, precision, rel_tol)
     if isinstance(gold, Interval) and isinstance(pred, Interval):
@@ -315,25 +160,25 @@ def _compare(
 ) -> tuple[bool | None, str]:
     from math_verify import verify
 
-    gold = _parse(reference)
+    gold = parse_whole(reference)
     if answer is not None and normalise(reference) == normalise(answer) and _WORDS.search(reference):
         return True, "correct"  # also `\\text{Monday}`, `12:00`: answers sympy has no use for
-    if gold is None or (_has_equation(reference) and _kind(gold) == "expr" and reference.count("=") < 2):
+    if gold is None or (has_equation(reference) and kind(gold) == "expr" and reference.count("=") < 2):
         # An equation that came back as a bare number lost its left-hand side (math-verify #60).
         return None, "unparseable_reference"
     how = ""
-    pred = _parse(answer) if answer is not None else None
+    pred = parse_whole(answer) if answer is not None else None
     if pred is None and text:
         # No answer was extracted, or the whole short text did not parse: math-verify's own
         # extraction looks for the last boxed / "answer is" / LaTeX / plain expression in it.
-        pred, matched = _extract(text)
+        pred, matched = extract_from_text(text)
         if pred is None:
             return False, "no_answer (math_verify)" if answer is None else "unparseable_answer"
         answer, how = prepare(matched or ""), " (math_verify)"
-        if _kind(pred) == "relation" and not _is_assignment(pred) and getattr(pred, "lhs", None) is not None:
+        if kind(pred) == "relation" and not is_assignment(pred) and getattr(pred, "lhs", None) is not None:
             if pred.lhs.is_number:  # prose "... $\\frac{1}{2} = \\frac{10}{9}$": the value it ends on
-                pred, answer = _rhs(pred), ""
-    if pred is None or answer is None or (_has_equation(answer) and _kind(pred) == "expr"):
+                pred, answer = rhs(pred), ""
+    if pred is None or answer is None or (has_equation(answer) and kind(pred) == "expr"):
         return False, "unparseable_answer" + how
     if _ordered_list_matches(gold, pred, answer):
         return True, "correct" + how
@@ -365,7 +210,7 @@ def _solution_set(e: Any) -> Any:
         return e.args[0], e.args[1]
     if isinstance(e, Relational) and e.rel_op == "==" and e.lhs.is_Symbol and isinstance(e.rhs, Set):
         return e.lhs, e.rhs  # math-verify reads `x \\in S` as Eq(x, S)
-    if isinstance(e, (Relational, And)) and not _is_assignment(e) and len(e.free_symbols) == 1 and not (
+    if isinstance(e, (Relational, And)) and not is_assignment(e) and len(e.free_symbols) == 1 and not (
         isinstance(e, Relational) and e.rel_op == "=="
     ):
         try:
@@ -392,7 +237,7 @@ def _ordered_list_matches(gold: Any, pred: Any, answer: str) -> bool:
     from sympy import FiniteSet, Interval, Tuple
 
     s = answer.strip()
-    if "\\{" in s or s[:1] in "([" or len(_split_top(s.strip("{}"))) < 2:
+    if "\\{" in s or s[:1] in "([" or len(split_top(s.strip("{}"))) < 2:
         return False
     if isinstance(gold, Interval) and gold.left_open and gold.right_open:
         items = [gold.start, gold.end]
@@ -400,7 +245,7 @@ def _ordered_list_matches(gold: Any, pred: Any, answer: str) -> bool:
         items = list(gold.args)
     else:
         return False
-    parts = [_parse(p) for p in _split_top(s.strip("{}"))]
+    parts = [parse_whole(p) for p in split_top(s.strip("{}"))]
     if len(parts) != len(items) or any(p is None for p in parts) or not isinstance(pred, (FiniteSet, Tuple)):
         return False
     return all(bool(_numbers_agree_exact(a, b)) for a, b in zip(items, parts, strict=True))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from factory.types import Trace, Verdict
 from factory.verifiers.base import VERIFIERS, Verifier
-from factory.verifiers.math.compare import FALLBACK_CHARS
+from factory.verifiers.math.parse import FALLBACK_CHARS
 from factory.verifiers.math.guards import (
     _GARBAGE,
     decimal_comma,
@@ -35,6 +35,7 @@ from factory.verifiers.math.guards import (
     unmangle,
 )
 from factory.verifiers.parsing import DEFAULT_EXTRACTION, EXTRACTION_MODES, reference_answer
+from factory.verifiers.pool import HardTimeoutPool
 
 Extraction = Literal["final", "boxed", "answer_is", "boxed_or_answer_is", "last_number"]
 assert set(Extraction.__args__) == set(EXTRACTION_MODES)  # type: ignore[attr-defined]
@@ -100,8 +101,6 @@ class MathVerifier(Verifier):
         self._get_pool().start()
 
     def _get_pool(self) -> Any:
-        from factory.verifiers.pool import HardTimeoutPool
-
         with self._lock:
             if self._pool is None:
                 self._pool = HardTimeoutPool(
