@@ -112,6 +112,9 @@ class ProgressView:
                 TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
                 TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[acc]}"), TimeElapsedColumn(),
                 console=self.console,
+                # Quiet: sys.stdout/stderr lead to the run's log. Rich would otherwise proxy them onto
+                # the terminal while the bar is live (Ray prints its workers' output through them).
+                redirect_stdout=terminal.log_path() is None, redirect_stderr=terminal.log_path() is None,
             )
             self._bar.start()
             self._task = self._bar.add_task("gen", total=self.stats.prompts_total, rate="", acc="")
