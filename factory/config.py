@@ -193,7 +193,9 @@ class Config(Section):
         """A stable hash of what decides the generated data (not where it is written)."""
         data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s",
                                                              "part_mb", "part_seconds", "gpu_hour_price"},
-                                                     "output": True, "publish": True})
+                                                     "output": True, "publish": True,
+                                                     # a gate on the input, not part of what is generated
+                                                     "source": {"max_rejected_fraction"}})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
