@@ -100,6 +100,12 @@ class RunConfig(Section):
     # drains while the driver verifies and writes.
     inflight_factor: float = Field(default=2.0, ge=1.0)
     verify_workers: int | Literal["auto"] = "auto"
+    # Where traces are verified. driver: worker processes on the driver's machine. cluster (Ray
+    # backend): verification actors spread over the CPUs the replicas leave free on every node,
+    # more of them while completions arrive faster than they are verified. auto: cluster on the Ray
+    # backend when the cluster has a free CPU, else driver.
+    verify_on: Literal["auto", "driver", "cluster"] = "auto"
+    verify_actor_cpus: int = Field(default=1, ge=1)  # CPUs (worker processes) per verification actor
     ray_address: str | None = None  # default: $RAY_ADDRESS, else a local Ray instance
     # Where replicas run. ray: Ray actors (any node, GPUs, placement groups). local: one replica in
     # this process, no Ray daemons beside the engine. auto: local for one replica on a machine
@@ -192,7 +198,8 @@ class Config(Section):
     def fingerprint(self) -> str:
         """A stable hash of what decides the generated data (not where it is written)."""
         data = self.model_dump(mode="json", exclude={"run": {"progress", "ray_address", "backend", "placement_timeout_s",
-                                                             "part_mb", "part_seconds", "gpu_hour_price"},
+                                                             "part_mb", "part_seconds", "gpu_hour_price",
+                                                             "verify_on", "verify_actor_cpus"},
                                                      "output": True, "publish": True,
                                                      # a gate on the input, not part of what is generated
                                                      "source": {"max_rejected_fraction"}})

@@ -23,6 +23,7 @@ from factory.runner.progress import ProgressView, RunStats
 from factory.runner.runstate import mark_published, open_run, read_run_json, write_json_atomic
 from factory.runner.scheduler import Scheduler
 from factory.runner.shards import Shard, make_shards
+from factory.runner.verify_cluster import ClusterVerification, verify_actor_slots
 from factory.sources import PromptSet, check_input_policy, input_identity, load_prompts
 from factory.store.layout import dataset_path, version_path
 from factory.store.lock import dataset_lock
@@ -177,8 +178,12 @@ def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], 
 
 def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     backend = open_backend(cfg)
-    workers = cfg.run.verify_workers if cfg.run.verify_workers != "auto" else max(1, os.cpu_count() or 1)
-    stage = VerifyStage(cfg, workers)  # worker processes start while the engines load
+    stage: Any = None
+    remote: ClusterVerification | None = None
+    slots = _verify_actor_slots(cfg, backend)  # 0: verify in the driver
+    if not slots:
+        workers = cfg.run.verify_workers if cfg.run.verify_workers != "auto" else max(1, os.cpu_count() or 1)
+        stage = VerifyStage(cfg, workers)  # worker processes start while the engines load
     replicas: list[Replica] = []
     try:
         replicas.extend(backend.spawn() for _ in range(backend.count))
@@ -186,8 +191,16 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
         with ProgressView(stats, enabled=cfg.run.progress) as view:
             teacher_info = _wait_ready(backend, replicas, stats)
             teacher_info["placement"] = backend.placement_info()
+            if slots:  # after the replicas hold their CPUs: actors placed first could split a node's
+                remote = ClusterVerification(cfg, backend.ray, max_actors=slots,  # type: ignore[attr-defined]
+                                             initial=min(slots, max(2, backend.count)))
+                remote.wait_ready(cfg.run.placement_timeout_s)
+                verify_rows = lambda s: remote.rows(s.prompts, s.completions)  # noqa: E731
+            else:
+                verify_rows = lambda s: stage.rows(s.by_id, s.completions)  # noqa: E731
+            verifiers_info = (remote or stage).describe()
             meta = read_run_json(run.path)
-            meta.update(teacher=teacher_info, verifiers=stage.describe())
+            meta.update(teacher=teacher_info, verifiers=verifiers_info)
             write_json_atomic(run.path / "run.json", meta)
 
             writer = run.writer(int(cfg.run.part_mb * (1 << 20)), cfg.run.part_seconds)
@@ -196,8 +209,8 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
                 writer.add(shard.shard_id, shard.rows)  # committed with its part (write, then mark)
 
             try:
-                Scheduler(cfg, backend, replicas, lambda s: stage.rows(s.by_id, s.completions), commit,
-                          stats, view, flush_due=writer.tick).run(todo)
+                Scheduler(cfg, backend, replicas, verify_rows, commit, stats, view, flush_due=writer.tick,
+                          verify_concurrency=remote.concurrency if remote else 1).run(todo)
             except BaseException:
                 try:  # what was gathered is verified work: commit it, so that resume keeps it
                     writer.flush()
@@ -208,12 +221,30 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
             writer.flush()
             stats.gen_finished = time.perf_counter()
             view.update()
+            stats.verification = remote.info() if remote else {"on": "driver"}
     finally:
-        stage.close()
+        if remote or stage:
+            (remote or stage).close()
         for rep in replicas:
             backend.stop(rep)  # the replica, and its placement group: nothing outlives the run
         backend.close()
-    return teacher_info, stage.describe()
+    return teacher_info, verifiers_info
+
+
+def _verify_actor_slots(cfg: Config, backend: Backend) -> int:
+    """How many verification actors the cluster's free CPUs hold (verify_cluster.py); 0: the driver verifies."""
+    where = cfg.run.verify_on
+    if backend.name != "ray" or where == "driver":
+        if where == "cluster":
+            raise UserError("run.verify_on=cluster needs the Ray backend (run.backend=ray, or a Ray address)")
+        return 0
+    slots = verify_actor_slots(cfg, backend)
+    if not slots and where == "cluster":
+        raise UserError("run.verify_on=cluster, but the engine replicas take every CPU of the cluster: add CPU "
+                        "nodes, lower teacher.replicas or teacher.cpus_per_replica, or set run.verify_on=driver")
+    if not slots:
+        log.info("no CPU left beside the engine replicas on the cluster: verifying in the driver")
+    return slots
 
 
 def _wait_ready(backend: Backend, replicas: list[Any], stats: RunStats) -> dict[str, Any]:

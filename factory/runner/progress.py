@@ -35,6 +35,7 @@ class RunStats:
     first_verified_s: float | None = None  # the first trace through every verifier, accepted or not
     last_completion_at: float | None = None  # when the engines handed back their last completion
     prompts_resumed: int = 0  # done by an earlier attempt of a resumed run: not part of this run's rate
+    verification: dict[str, Any] = field(default_factory=dict)  # where traces were verified, by how many
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.generations += len(rows)
@@ -87,6 +88,7 @@ class RunStats:
             "first_accept_s": None if self.first_accept_s is None else round(self.first_accept_s, 3),
             "first_verified_s": None if self.first_verified_s is None else round(self.first_verified_s, 3),
             "tail_s": round(self.tail_seconds(), 3),
+            "verification": self.verification,
         }
 
     def tail_seconds(self) -> float:

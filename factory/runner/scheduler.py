@@ -2,8 +2,9 @@
 
 One driver thread dispatches calls and collects their completions; one verification thread turns a
 finished round into rows and either commits the shard (write, then it counts) or hands it back for
-another round. Queues between them are bounded: a slow verifier holds dispatch back instead of
-piling results up in memory.
+another round. With verification on the cluster (verify_cluster.py) that thread hands rounds to
+job threads, at most `verify_concurrency` at once, and still commits alone. Queues between them
+are bounded: a slow verifier holds dispatch back instead of piling results up in memory.
 
 Faults: a request that fails is a row with a reason (the engine does that). A replica that dies is
 replaced and its calls are retried. A shard that keeps killing replicas is isolated: its prompts run
@@ -33,9 +34,14 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, cfg: Config, backend: Backend, replicas: list[Replica],
                  verify_rows: Callable[[Shard], list[dict[str, Any]]], commit: Callable[[Shard], None],
-                 stats: RunStats, view: ProgressView, flush_due: Callable[[], Any] = lambda: None):
+                 stats: RunStats, view: ProgressView, flush_due: Callable[[], Any] = lambda: None,
+                 verify_concurrency: int = 1):
         self.cfg, self.backend, self.replicas = cfg, backend, replicas
         self.flush_due = flush_due  # writes a part whose time bound passed while no shard came
+        # Rounds verified at once: 1 for the driver's own stage (its pool spreads one round over its
+        # workers); on the cluster, two calls per verification actor it may grow to.
+        self.verify_concurrency = max(1, verify_concurrency)
+        self._stats_lock = threading.Lock()
         self.verify_rows, self.commit, self.stats, self.view = verify_rows, commit, stats, view
         s = cfg.sampling
         self.n, self.stop_after = s.n, s.stop_after_accepted
@@ -44,7 +50,7 @@ class Scheduler:
         self.target = max(1, int(cfg.teacher.max_num_seqs * cfg.run.inflight_factor))
         self.calls: deque[Call] = deque()
         self.inflight: dict[Any, tuple[Replica, Call]] = {}
-        self.to_verify: queue.Queue = queue.Queue(maxsize=max(4, 2 * len(replicas)))
+        self.to_verify: queue.Queue = queue.Queue(maxsize=max(4, 2 * len(replicas), verify_concurrency))
         self.back: queue.Queue = queue.Queue()  # shards needing another round, or committed (None)
         self.failure: list[BaseException] = []
         self._progress: dict[Replica, Any] = {}  # replica -> pending progress() ref
@@ -219,6 +225,12 @@ class Scheduler:
 
     # ---------------------------------------------------------------- verification thread
     def _verify_loop(self) -> None:
+        jobs = None
+        if self.verify_concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            jobs = ThreadPoolExecutor(self.verify_concurrency, thread_name_prefix="factory-verify")
+        slots = threading.Semaphore(self.verify_concurrency)
         try:
             while True:
                 try:
@@ -229,18 +241,39 @@ class Scheduler:
                 if shard is None:
                     return
                 if shard.completions:
-                    rows = self.verify_rows(shard)
-                    shard.completions = []
-                    for r in rows:
-                        if r["accepted"]:
-                            shard.accepted[r["prompt_id"]] += 1
-                    shard.rows.extend(rows)
-                    self.stats.add_rows(rows)
-                    self.back.put(shard)  # the driver decides: another round, or (empty round) commit
+                    if jobs is None:
+                        self._verify(shard)
+                    else:  # a free slot first: at most verify_concurrency rounds out at once
+                        while not slots.acquire(timeout=0.5):
+                            if self.failure:
+                                return
+                        jobs.submit(self._verify_job, shard, slots)
                     continue
-                self.commit(shard)  # write, then mark: the part's rename is the commit
+                self.commit(shard)  # write, then mark: the part's commit is the shard's
                 self.stats.prompts_done += len(shard.prompts)
                 shard.rows = None  # type: ignore[assignment]  # released; marks "committed" for the driver
                 self.back.put(shard)
         except BaseException as e:
             self.failure.append(e)
+        finally:
+            if jobs is not None:
+                jobs.shutdown(wait=not self.failure, cancel_futures=True)
+
+    def _verify_job(self, shard: Shard, slots: threading.Semaphore) -> None:
+        try:
+            self._verify(shard)
+        except BaseException as e:
+            self.failure.append(e)
+        finally:
+            slots.release()
+
+    def _verify(self, shard: Shard) -> None:
+        rows = self.verify_rows(shard)
+        shard.completions = []
+        for r in rows:
+            if r["accepted"]:
+                shard.accepted[r["prompt_id"]] += 1
+        shard.rows.extend(rows)
+        with self._stats_lock:
+            self.stats.add_rows(rows)
+        self.back.put(shard)  # the driver decides: another round, or (empty round) commit

@@ -432,3 +432,93 @@ def test_kuberay_cronjob_run_as_a_ray_job(cluster: Cluster, tmp_path: Path) -> N
         if firing == 2:
             assert "no new version" in logs
     assert _manifest(mounts["store"] / "factory-store")["counts"]["generations"] == 24
+
+
+# --- verification on the cluster ---------------------------------------------------------------
+
+
+def _verify_config(path: Path, store: Path, prompts: int, **run: Any) -> Path:
+    """One replica (one of the three CPUs): the other two nodes' CPUs hold verification actors.
+    Answers vary so that verdicts do: right, wrong, no answer, an engine error."""
+    from factory.sources.builtin import arithmetic
+
+    rows = arithmetic()[:prompts]
+    answers: dict[str, Any] = {}
+    for k, r in enumerate(rows):
+        right, wrong = f"So \\boxed{{{r['answer']}}}", f"So \\boxed{{{int(r['answer']) + 1}}}"
+        answers[r["problem"]] = [[right, wrong], [wrong, wrong], ["I give up", right], ["!error", right]][k % 4]
+    data = {
+        "source": {"builtin": "arithmetic", "limit": prompts},
+        "teacher": {"engine": "scripted", "replicas": 1, "max_num_seqs": 1,
+                    "engine_kwargs": {"answers": answers, "delay_s": 0.08}},
+        "sampling": {"n": 2, "max_tokens": 50},
+        "run": {"shard_size": 1, "inflight_factor": 1.0, "progress": False, **run},
+        "output": {"store": str(store), "name": "mn"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _verify_actors(cluster: Cluster) -> dict[str, Any]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=cluster.dashboard, filters=[("class_name", "=", "VerifyActor")], limit=1000)
+    return {a.actor_id: a for a in actors}
+
+
+def _verdicts(store: Path) -> list[tuple[Any, ...]]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(store / "mn" / "v1" / "data" / "all").to_pylist()
+    return sorted((r["prompt_id"], r["sample_index"], r["accepted"], r["reject_reason"],
+                   json.dumps(r["verdicts"], sort_keys=True)) for r in t)
+
+
+def test_verification_on_the_cluster_survives_a_killed_actor(cluster: Cluster, tmp_path: Path) -> None:
+    """Verification runs in actors on two nodes; one is SIGKILLed mid-run: its calls go to another
+    actor, it is replaced, and the verdicts equal a one-machine run's, every key once."""
+    prompts = 40
+    store = tmp_path / "cluster"
+    config = _verify_config(tmp_path / "run.yaml", store, prompts, verify_on="cluster")
+    before = set(_verify_actors(cluster))
+    log = tmp_path / "generate.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "generate", str(config)], cwd=ROOT,
+                                env=_cluster_env(RAY_ADDRESS=cluster.gcs), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"the run ended before an actor could be killed:\n{log.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            alive = [a for k, a in _verify_actors(cluster).items() if k not in before and a.state == "ALIVE"]
+            if len(alive) >= 2 and (store / "mn" / ".runs").is_dir():
+                break
+            time.sleep(0.3)
+        victim = alive[0]
+        os.kill(victim.pid, signal.SIGKILL)  # the actor's worker process, as an OOM kill would
+        assert proc.wait(timeout=180) == 0, log.read_text()[-6000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log.read_text()
+    assert "verification actor died" in text, text[-4000:]
+    ours = [a for k, a in _verify_actors(cluster).items() if k not in before]
+    assert len({a.node_id for a in ours}) >= 2  # verification ran on more than one node
+    assert len(ours) >= 3  # the two first actors and the replacement
+    stats = _manifest(store)["run_stats"]["verification"]
+    assert stats["on"] == "cluster" and stats["retried_calls"] >= 1 and stats["nodes"] >= 2, stats
+    cluster_rows = _verdicts(store)
+    assert len({r[:2] for r in cluster_rows}) == len(cluster_rows) == prompts * 2  # nothing lost, nothing twice
+
+    # The same completions verified on one machine, in the driver (the local backend).
+    local = tmp_path / "local"
+    config = _verify_config(tmp_path / "local.yaml", local, prompts, backend="local")
+    env = _cluster_env()
+    proc2 = _factory(["generate", str(config)], env)
+    assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
+    assert _manifest(local)["run_stats"]["verification"] == {"on": "driver"}
+    local_rows = _verdicts(local)
+    assert {r[3] for r in local_rows} >= {None, "math:wrong_answer", "engine:ScriptedError"}  # verdicts vary
+    assert cluster_rows == local_rows
