@@ -36,6 +36,7 @@ class RunStats:
     last_completion_at: float | None = None  # when the engines handed back their last completion
     prompts_resumed: int = 0  # done by an earlier attempt of a resumed run: not part of this run's rate
     verification: dict[str, Any] = field(default_factory=dict)  # where traces were verified, by how many
+    first_request_at: float | None = None  # Unix time of the first request sent: a restart's delay
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.generations += len(rows)
@@ -89,6 +90,7 @@ class RunStats:
             "first_verified_s": None if self.first_verified_s is None else round(self.first_verified_s, 3),
             "tail_s": round(self.tail_seconds(), 3),
             "verification": self.verification,
+            "first_request_at": self.first_request_at,
         }
 
     def tail_seconds(self) -> float:

@@ -149,6 +149,7 @@ class Scheduler:
                 rep.calls += 1
                 if self.stats.gen_started is None:
                     self.stats.gen_started = time.perf_counter()
+                    self.stats.first_request_at = time.time()
 
     def _collect(self, ref: Any) -> None:
         rep, call = self.inflight.pop(ref)
