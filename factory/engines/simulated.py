@@ -51,6 +51,8 @@ _FILLER = "Let me think about this step by step. " * 64
 
 @ENGINES.register("simulated")
 class SimulatedEngine(Engine):
+    Params = SimulatedParams  # checked before any replica starts (Engine.check_config)
+
     def __init__(self, teacher: dict[str, Any], sampling: dict[str, Any]):
         try:
             self.p = SimulatedParams.model_validate(teacher.get("engine_kwargs") or {})
