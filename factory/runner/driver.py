@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from factory import terminal
 from factory.config import Config
 from factory.engines.base import engine_class
@@ -27,7 +29,8 @@ from factory.runner.verify_cluster import ClusterVerification, verify_actor_slot
 from factory.sources import PromptSet, check_input_policy, input_identity, load_prompts
 from factory.store.layout import dataset_path, version_path
 from factory.store.lock import dataset_lock
-from factory.store.parts import RunDir
+from factory.store.parts import RunDir, rows_to_table
+from factory.store.schema import PART_SCHEMA
 from factory.store.version import build_version, latest_version, load_manifest, published_prompt_ids
 from factory.types import Prompt
 from factory.verifiers.stage import VerifyStage
@@ -197,7 +200,7 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
                 remote.wait_ready(cfg.run.placement_timeout_s)
                 verify_rows = lambda s: remote.rows(s.prompts, s.completions)  # noqa: E731
             else:
-                verify_rows = lambda s: stage.rows(s.by_id, s.completions)  # noqa: E731
+                verify_rows = lambda s: rows_to_table(stage.rows(s.by_id, s.completions))  # noqa: E731
             verifiers_info = (remote or stage).describe()
             meta = read_run_json(run.path)
             meta.update(teacher=teacher_info, verifiers=verifiers_info)
@@ -206,7 +209,8 @@ def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tupl
             writer = run.writer(int(cfg.run.part_mb * (1 << 20)), cfg.run.part_seconds)
 
             def commit(shard: Shard) -> None:
-                writer.add(shard.shard_id, shard.rows)  # committed with its part (write, then mark)
+                rows = pa.concat_tables(shard.rows) if shard.rows else PART_SCHEMA.empty_table()
+                writer.add(shard.shard_id, rows)  # committed with its part (write, then mark)
 
             try:
                 Scheduler(cfg, backend, replicas, verify_rows, commit, stats, view, flush_due=writer.tick,

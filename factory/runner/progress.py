@@ -52,6 +52,25 @@ class RunStats:
             else:
                 self.rejected[r["reject_reason"]] += 1
 
+    def add_table(self, t: Any) -> None:
+        """`add_rows` for a PART_SCHEMA table: reads five columns, never builds a row."""
+        self.generations += t.num_rows
+        if t.num_rows and self.first_verified_s is None:
+            self.first_verified_s = time.perf_counter() - self.started
+        import pyarrow.compute as pc
+
+        self.tokens_out += pc.sum(t["num_tokens"]).as_py() or 0
+        self.tokens_in += pc.sum(t["prompt_tokens"]).as_py() or 0
+        accepted = pc.sum(t["accepted"]).as_py() or 0
+        if accepted:
+            self.accepted += accepted
+            if self.first_accept_s is None:
+                self.first_accept_s = time.perf_counter() - self.started
+        if accepted < t.num_rows:
+            rejected = t.filter(pc.invert(pc.fill_null(t["accepted"], False)))["reject_reason"]
+            for reason, n in _counts(rejected):
+                self.rejected[reason] += n
+
     def gen_seconds(self) -> float:
         if self.gen_started is None:
             return 0.0
@@ -98,6 +117,12 @@ class RunStats:
         if self.gen_finished is None or self.last_completion_at is None:
             return 0.0
         return max(0.0, self.gen_finished - self.last_completion_at)
+
+
+def _counts(column: Any) -> list[tuple[Any, int]]:
+    import pyarrow.compute as pc
+
+    return [(d["values"], d["counts"]) for d in pc.value_counts(column).to_pylist()]
 
 
 class ProgressView:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, cfg: Config, backend: Backend, replicas: list[Replica],
-                 verify_rows: Callable[[Shard], list[dict[str, Any]]], commit: Callable[[Shard], None],
+                 verify_rows: Callable[[Shard], Any], commit: Callable[[Shard], None],
                  stats: RunStats, view: ProgressView, flush_due: Callable[[], Any] = lambda: None,
                  verify_concurrency: int = 1):
         self.cfg, self.backend, self.replicas = cfg, backend, replicas
@@ -269,12 +269,12 @@ class Scheduler:
             slots.release()
 
     def _verify(self, shard: Shard) -> None:
-        rows = self.verify_rows(shard)
+        table = self.verify_rows(shard)  # PART_SCHEMA rows, built where they were verified
         shard.completions = []
-        for r in rows:
-            if r["accepted"]:
-                shard.accepted[r["prompt_id"]] += 1
-        shard.rows.extend(rows)
+        for pid, ok in zip(table["prompt_id"].to_pylist(), table["accepted"].to_pylist()):
+            if ok:
+                shard.accepted[pid] += 1
+        shard.rows.append(table)
         with self._stats_lock:
-            self.stats.add_rows(rows)
+            self.stats.add_table(table)
         self.back.put(shard)  # the driver decides: another round, or (empty round) commit

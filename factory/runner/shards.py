@@ -28,7 +28,7 @@ class Shard:
     accepted: Counter = field(default_factory=Counter)  # prompt_id -> accepted traces so far
     prompt_tries: Counter = field(default_factory=Counter)  # prompt_id -> failed isolated calls
     completions: list[Completion] = field(default_factory=list)  # of the round in progress
-    rows: list[dict[str, Any]] = field(default_factory=list)  # verified rows of finished rounds
+    rows: list[Any] = field(default_factory=list)  # verified rows of finished rounds: a pa.Table each
     calls_out: int = 0
 
     @property

@@ -32,6 +32,7 @@ from typing import Any
 
 from factory.config import Config
 from factory.errors import UserError
+from factory.store.parts import rows_to_table
 from factory.types import Completion, Prompt
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,10 @@ class VerifyActor:
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "verifiers": self._stage.describe()}
 
-    def rows(self, prompts: list[Prompt], completions: list[Completion]) -> list[dict[str, Any]]:
-        return self._stage.rows({p.prompt_id: p for p in prompts}, completions)
+    def rows(self, prompts: list[Prompt], completions: list[Completion]) -> Any:
+        """The round's rows as a PART_SCHEMA table: built here, so the driver only concatenates
+        (a table travels as Arrow buffers; dict rows cost the driver ~60 us a trace to convert)."""
+        return rows_to_table(self._stage.rows({p.prompt_id: p for p in prompts}, completions))
 
     def close(self) -> None:
         self._stage.close()
@@ -186,8 +189,8 @@ class ClusterVerification:
         except Exception:
             pass
 
-    def rows(self, prompts: list[Prompt], completions: list[Completion]) -> list[dict[str, Any]]:
-        """The rows of one round; sent again to another actor if its actor dies under it."""
+    def rows(self, prompts: list[Prompt], completions: list[Completion]) -> Any:
+        """The rows of one round (a pa.Table); sent again to another actor if its actor dies under it."""
         for attempt in range(_MAX_TRIES):
             slot = self._acquire()
             try:
