@@ -159,7 +159,7 @@ def _config(work: Path, args: argparse.Namespace) -> Path:
     data = {
         "source": {"path": str(work / "problems.jsonl")},
         "prefilter": None,
-        "teacher": {"engine": "simulated", "replicas": args.replicas, "max_num_seqs": 256,
+        "teacher": {"engine": "simulated", "replicas": args.replicas, "max_num_seqs": 256, "max_model_len": 20000,
                     "engine_kwargs": {"time_scale": 0, "median_tokens": 3000, "sigma": 0.6,
                                       "chars_per_token": args.chars_per_token, "accuracy": 0.6}},
         "sampling": {"n": 4, "max_tokens": 16384},
