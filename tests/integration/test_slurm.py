@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -63,14 +66,14 @@ class Site:
     def store(self) -> Path:
         return self.dir / "store" / "it"
 
-    def factory(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "factory.cli", *args], cwd=self.dir, env=self.env,
+    def factory(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "factory.cli", *args], cwd=self.dir, env=env or self.env,
                               capture_output=True, text=True, timeout=120)
 
-    def submit(self, *args: str) -> str:
-        proc = self.factory("submit", "run.yaml", "--slurm", "--nodes", "1", "--gpus-per-worker", "0",
+    def submit(self, *args: str, config: str = "run.yaml", env: dict[str, str] | None = None) -> str:
+        proc = self.factory("submit", config, "--slurm", "--nodes", "1", "--gpus-per-worker", "0",
                             # the template asks for whole nodes; these tests share one 2-core node
-                            "--sbatch-arg=--oversubscribe", *args)
+                            "--sbatch-arg=--oversubscribe", *args, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return re.search(r"submitted Slurm job (\d+)", proc.stdout).group(1)
 
@@ -81,8 +84,8 @@ class Site:
             for row in PROBLEMS[have:have + count]:
                 f.write(json.dumps(row) + "\n")
 
-    def log(self, job_id: str) -> str:
-        path = self.dir / "factory-slurm" / f"it-{job_id}.out"
+    def log(self, job_id: str, name: str = "it") -> str:
+        path = self.dir / "factory-slurm" / f"{name}-{job_id}.out"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def versions(self) -> list[str]:
@@ -124,8 +127,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         env.pop("RAY_ADDRESS", None)
         yield Site(slurm, hub, work, env)
         leftovers = slurm.job_pids(settle_s=30)
-    import shutil
-
     shutil.rmtree(root, ignore_errors=True)
     assert leftovers == [], f"processes of finished jobs still running: {leftovers}"
 
@@ -185,6 +186,63 @@ def _open_run(site: Site) -> RunDir | None:
     runs = [p for p in (site.store / RUNS_DIR).glob("*") if (p / "run.json").is_file()]
     runs = [p for p in runs if not json.loads((p / "run.json").read_text()).get("published")]
     return RunDir(max(runs, key=lambda p: p.stat().st_mtime)) if runs else None
+
+
+def _ray_ports() -> list[str]:
+    """Ports of their own for the job's Ray head: other Ray clusters may run on this machine."""
+    socks = []
+    for _ in range(9):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    lo = random.randrange(20000, 31000)
+    return [f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
+            f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+            f"--runtime-env-agent-port={ports[4]}", f"--metrics-export-port={ports[5]}",
+            f"--ray-client-server-port={ports[6]}", f"--min-worker-port={lo}", f"--max-worker-port={lo + 99}",
+            f"--port={ports[7]}", f"--dashboard-port={ports[8]}"]
+
+
+def test_the_ray_cluster_path_runs_under_srun(site: Site) -> None:
+    """The several-node path of the script, on one node (FACTORY_RAY_CLUSTER=always): the Ray head
+    in a real `srun` step, `factory generate` against it, and Ray gone with the job. The scripted
+    engine: this is about the script's Ray, not the teacher."""
+    cfg = yaml.safe_load((site.dir / "run.yaml").read_text())
+    cfg["teacher"] = {"engine": "scripted", "engine_kwargs": {"default": "It is \\boxed{9}"}}
+    cfg["output"]["name"] = "ray"
+    cfg["source"]["path"] = "ray.jsonl"
+    cfg.pop("publish")
+    (site.dir / "ray.jsonl").write_text("".join(json.dumps(row) + "\n" for row in PROBLEMS[:4]))
+    (site.dir / "ray.yaml").write_text(yaml.safe_dump(cfg))
+    ray_tmp = f"/tmp/fsr{secrets.token_hex(3)}"  # short: Ray's socket paths must stay under 107 bytes
+    ports = _ray_ports()
+    port, dashboard = ports[-2].split("=")[1], ports[-1].split("=")[1]
+    env = {**site.env, "FACTORY_RAY_CLUSTER": "always",
+           "RAY_HEAD_IP": "127.0.0.1", "RAY_PORT": port, "RAY_DASHBOARD_PORT": dashboard, "RAY_TMPDIR": ray_tmp,
+           "RAY_NODE_TIMEOUT": "120", "RAY_HEAD_ARGS": " ".join(ports[:-2]), "RAY_AUTH_MODE": "disabled"}
+    try:
+        job = site.submit(config="ray.yaml", env=env)
+        info = site.slurm.wait(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}, timeout_s=240)
+        log = site.log(job, "ray")
+        assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log[-5000:]
+        assert f"Ray head 127.0.0.1:{port}" in log and "1 Ray node(s) up" in log
+        assert "factory generate exited with 0" in log
+        assert (site.dir / "store" / "ray" / "v1").is_dir()
+        # The EXIT trap stopped the srun step, and Ray with it.
+        assert site.slurm.job_pids(settle_s=30) == []
+        assert not [p for p in Path("/proc").glob("[0-9]*") if ray_tmp.encode() in _cmdline(p)]
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _fire_now(site: Site, job: str) -> None:
