@@ -27,6 +27,10 @@ SDK would add its own retry policy beside factory's one (factory/common/retry.py
 client uses too), hide the servers' extra fields (`reasoning_content`, `reasoning`) behind typed
 models, and its stream would still need the same abort-on-close handling.
 
+Long file: one HTTP client with its whole failure policy (which status is fatal, retried or a row;
+context-length recovery; secret scrubbing) and two ways to read an answer (plain, and streamed for
+early abort) that share it; split, each half would need the other's private error types.
+
 Failures, following the vLLM engine's rule (row errors are data, a dead engine is fatal):
   * retried with exponential backoff and jitter: 408, 429, 5xx, timeouts, connection errors;
     Retry-After is honoured up to `max_backoff_s`;
