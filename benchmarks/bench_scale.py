@@ -11,8 +11,8 @@ restart to the first new request, the version build's time, math-verify's CPU pe
 largest fleet one driver feeds.
 
 Not in `make bench` (run_all.py): at 1M problems it takes tens of minutes on 2 cores.
-    python benchmarks/bench_scale.py --prompts 20000          # ~2 min here
-    python benchmarks/bench_scale.py --prompts 1000000        # BENCHMARKS.md: how long it took
+    python -m benchmarks.bench_scale --prompts 20000          # ~2 min here
+    python -m benchmarks.bench_scale --prompts 1000000        # BENCHMARKS.md: how long it took
 Run each phase under the heavy lock on a shared machine; `--phase first` / `--phase resume` split
 the two halves into separate invocations (the run's store and config persist in --work).
 """
@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import BENCH_DIR, record
 
-from benchmarks.common import BENCH_DIR, record  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BIN = Path(sys.executable).parent
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -34,6 +34,7 @@ from factory.config import Config
 from factory.errors import UserError
 from factory.store.parts import rows_to_table
 from factory.types import Completion, Prompt
+from factory.verifiers.stage import VerifyStage
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ class VerifyActor:
     """Runs inside a Ray actor: one VerifyStage, built from plain config where it runs."""
 
     def __init__(self, cfg: dict[str, Any], workers: int):
-        from factory.verifiers.stage import VerifyStage
-
         self._stage = VerifyStage(Config.model_validate(cfg), workers)
 
     def ready(self) -> dict[str, Any]:
