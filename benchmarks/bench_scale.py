@@ -306,6 +306,8 @@ def main() -> int:
         _write_source(work / "problems.jsonl", args.prompts)
         _config(work, args)
     t_all = time.monotonic()
+    # A `timeout` (SIGTERM) still stops the cluster: its nodes lead sessions of their own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster = LocalCluster(args.workers, args.node_cpus)
     env = dict(cluster.env, RAY_ADDRESS=cluster.address, PYTHONUNBUFFERED="1")
     result: dict[str, Any] = {"bench": "scale", "prompts": args.prompts, "samples": 4, "replicas": args.replicas,
