@@ -33,34 +33,16 @@ def main() -> int:
     ap.add_argument("--replay", default=None, help="early_abort config (JSON) to replay offline")
     args = ap.parse_args()
 
-    import torch
-
-    if not torch.cuda.is_available():  # the same engine environment a factory CPU replica gets
-        from factory.engines.vllm import cpu_engine_env
-
-        os.environ.update({k: v for k, v in cpu_engine_env(os.cpu_count() or 1).items() if k not in os.environ})
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
-
-    from factory.config import load_config
+    from benchmarks.raw_vllm import open_raw_engine
     from factory.degeneration import AbortWatch, EarlyAbortConfig
-    from factory.engines.models import resolve_model
-    from factory.engines.vllm import engine_args
-    from factory.sources import load_prompts
     from factory.types import Completion
     from factory.verifiers.stage import VerifyStage
 
-    cfg = load_config(args.config, args.overrides)
-    prompts = load_prompts(cfg).prompts
-    # Built before the clock starts, as a script would import math-verify before generating.
+    cfg, llm, tok, prompts, inputs, ready_s = open_raw_engine(args.config, args.overrides)
+    # Built before the generation clock starts, as a script would import math-verify before generating.
     stage = VerifyStage(cfg, max(1, os.cpu_count() or 1))
-    t0 = time.perf_counter()
-    kwargs = engine_args(cfg.teacher.model_dump(mode="json"), cfg.sampling.seed, resolve_model(cfg.teacher.model))
-    llm = LLM(**kwargs)
-    ready_s = time.perf_counter() - t0
-    tok = AutoTokenizer.from_pretrained(kwargs["model"])
-    inputs = [{"prompt_token_ids": tok.apply_chat_template(p.messages, tokenize=True, add_generation_prompt=True,
-                                                            return_dict=False)} for p in prompts]
+    from vllm import SamplingParams  # after open_raw_engine set the engine's environment
+
     s = cfg.sampling
     params = SamplingParams(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens)
     t1 = time.perf_counter()

@@ -66,14 +66,9 @@ DRIVER = textwrap.dedent('''
                                                      "columns": {"reference": "reference"}}})
             ps = load_prompts(cfg)
             return {"identity": input_identity(ps.info), "prompts": len(ps.prompts)}
-        if kind == "cli":
-            import argparse, importlib
-            ap = argparse.ArgumentParser(prog="factory")
-            sub = ap.add_subparsers(dest="command", required=True)
-            for name in ("publish", "pull"):
-                importlib.import_module("factory.commands." + name).add_parser(sub)
-            args = ap.parse_args(a[0])
-            return args.func(args)
+        if kind == "cli":  # the real entry point: errors are printed (and exit codes set) by factory.cli
+            from factory.cli import main
+            return main(a[0])
         raise ValueError(kind)
 
     for line in sys.argv[1:]:
