@@ -188,7 +188,7 @@ def test_default_run_prints_only_factory_output(vllm_store: Path) -> None:
     err = (vllm_store / "terminal.stderr").read_text().splitlines()
     table = set("┏┃┡│└━┳╇┩┓┗┛┻ ")
     for line in out:
-        assert (not line.strip() or line.startswith(("version: ", "load it: ")) or line[0] in table
+        assert (not line.strip() or line.startswith(("version: ", "load it: ", "look at it: ")) or line[0] in table
                 or line.strip().startswith("it v1")), f"not factory's: {line!r}"
     assert any(line.startswith("version: ") for line in out)
     logs = [line for line in err if line.startswith("log: ")]
