@@ -17,6 +17,8 @@ import re
 import signal
 from pathlib import Path
 
+from factory.runner.backends.group_guard import descendants  # the guard's own walk of /proc
+
 _PR_SET_CHILD_SUBREAPER = 36
 # Ray's daemons and workers: a `ray::` title, or a binary / script inside the ray package.
 _RAY = re.compile(rb"^ray::|/ray/")
@@ -41,24 +43,6 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def descendants(root: int | None = None) -> list[int]:
-    """Every process below `root` (default: this process), however deep."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [os.getpid() if root is None else root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def pids_named(title: str, root: int | None = None) -> list[int]:
