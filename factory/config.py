@@ -99,6 +99,11 @@ class RunConfig(Section):
     # Requests kept queued per replica, as a multiple of teacher.max_num_seqs, so the engine never
     # drains while the driver verifies and writes.
     inflight_factor: float = Field(default=2.0, ge=1.0)
+    # Adaptive sampling (sampling.stop_after_accepted): once no round waits to go out, fill idle
+    # engine slots with the next samples of prompts whose verdict is still pending, instead of
+    # leaving the slots idle until it comes (docs/yield.md). auto: on for
+    # engines that own their slots (vLLM), off for servers billed per token (openai).
+    sample_ahead: bool | Literal["auto"] = "auto"
     verify_workers: int | Literal["auto"] = "auto"
     # Where traces are verified. driver: worker processes on the driver's machine. cluster (Ray
     # backend): verification actors spread over the CPUs the replicas leave free on every node,

@@ -37,6 +37,7 @@ class RunStats:
     prompts_resumed: int = 0  # done by an earlier attempt of a resumed run: not part of this run's rate
     verification: dict[str, Any] = field(default_factory=dict)  # where traces were verified, by how many
     first_request_at: float | None = None  # Unix time of the first request sent: a restart's delay
+    asked_ahead: int = 0  # adaptive sampling: samples asked for before their prompt's verdict (run.sample_ahead)
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         self.generations += len(rows)
@@ -110,6 +111,7 @@ class RunStats:
             "tail_s": round(self.tail_seconds(), 3),
             "verification": self.verification,
             "first_request_at": self.first_request_at,
+            "asked_ahead": self.asked_ahead,
         }
 
     def tail_seconds(self) -> float:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from factory.config import Config
+from factory.engines.base import engine_class
 from factory.runner.backends.base import Backend, Replica
 from factory.runner.progress import ProgressView, RunStats
 from factory.runner.shards import Call, Shard, split_by_prompt
@@ -48,6 +49,16 @@ class Scheduler:
         self.round_size = s.round_size or (s.stop_after_accepted or s.n)
         # Requests kept queued per replica: enough that its scheduler never drains between calls.
         self.target = max(1, int(cfg.teacher.max_num_seqs * cfg.run.inflight_factor))
+        # Adaptive sampling asks for a prompt's next samples only after its last ones are verified.
+        # Once no round is waiting, that would leave engine slots idle until the verdicts come
+        # back (the tail of every run, and all of a run with fewer open prompts than slots), so
+        # the next samples of rounds still out are asked for ahead of their verdict instead.
+        self.slots = cfg.teacher.max_num_seqs
+        ahead = cfg.run.sample_ahead
+        if ahead == "auto":
+            ahead = engine_class(cfg.teacher.engine).accelerator
+        self.ahead = self.stop_after is not None and ahead
+        self.open_rounds: dict[Shard, None] = {}  # shards with a round out, oldest first
         self.calls: deque[Call] = deque()
         self.inflight: dict[Any, tuple[Replica, Call]] = {}
         self.to_verify: queue.Queue = queue.Queue(maxsize=max(4, 2 * len(replicas), verify_concurrency))
@@ -124,6 +135,29 @@ class Scheduler:
         new = split_by_prompt(call) if shard.isolated else [call]
         shard.calls_out += len(new)
         self.calls.extend(new)
+        if not shard.isolated:
+            self.open_rounds[shard] = None
+
+    def _ask_ahead(self, room: int) -> None:
+        """Fill `room` idle engine slots with the next samples of prompts whose round is still out.
+
+        They join that round (it is verified when all of its calls are back), so a prompt never
+        gets more than n samples and a shard still commits once. A sample asked for this way is
+        wasted only when an earlier one of its prompt is accepted; a slot left idle is always
+        wasted. Never before every waiting round has gone out: new prompts come first.
+        """
+        for shard in list(self.open_rounds):
+            if room <= 0:
+                return
+            if shard.isolated:  # its prompts run one at a time, alone: nothing rides along
+                continue
+            requests = shard.next_round(self.n, self.stop_after, self.round_size)
+            if not requests:
+                continue
+            shard.calls_out += 1
+            self.calls.append(Call(shard, requests))
+            self.stats.asked_ahead += len(requests)
+            room -= len(requests)
 
     def _check_started(self) -> None:
         """A replacement replica joins once its engine is loaded; the others work meanwhile."""
@@ -134,6 +168,14 @@ class Scheduler:
                     rep.started = True
 
     def _dispatch(self) -> None:
+        self._place()
+        if self.ahead and not self.calls:
+            room = sum(max(0, self.slots - rep.inflight) for rep in self.replicas if rep.started and not rep.alone)
+            if room:
+                self._ask_ahead(room)
+                self._place()
+
+    def _place(self) -> None:
         for rep in self.replicas:
             while rep.started and self.calls and not rep.alone:
                 call = self.calls[0]
@@ -171,6 +213,7 @@ class Scheduler:
         shard.completions.extend(completions)
         shard.calls_out -= 1
         if shard.calls_out == 0:
+            self.open_rounds.pop(shard, None)
             self._put(shard)
 
     def _replica_failed(self, rep: Replica, call: Call, err: BaseException) -> None:

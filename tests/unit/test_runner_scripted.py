@@ -150,6 +150,37 @@ def test_adaptive_sampling_stops_after_accepted(tmp_path: Path) -> None:
     assert sum(x["accepted"] for x in rows) == 12
 
 
+def test_sample_ahead_fills_idle_slots_within_the_budget(tmp_path: Path) -> None:
+    # 12 open prompts and 64 engine slots: instead of leaving 52 slots idle until the first round
+    # is verified, the next samples of those prompts are asked for ahead of their verdict. Each
+    # prompt still gets at most n samples, each sample once, and the shard commits once.
+    answers = {r["problem"]: ["\\boxed{-1}", "\\boxed{-2}", f"\\boxed{{{r['answer']}}}", "\\boxed{-3}"]
+               for r in ROWS}
+    cfg = _cfg(tmp_path, teacher={"engine": "scripted", "max_num_seqs": 64, "engine_kwargs": {"answers": answers}},
+               sampling={"n": 4, "max_tokens": 50, "stop_after_accepted": 1, "round_size": 1},
+               run={"shard_size": 5, "progress": False, "sample_ahead": True})
+    r = generate(cfg)
+    rows = datasets.load_dataset(str(r.version_dir), "all", split="train")
+    keys = [(x["prompt_id"], x["sample_index"]) for x in rows]
+    assert len(keys) == len(set(keys))
+    per_prompt = {pid: sorted(i for p, i in keys if p == pid) for pid, _ in keys}
+    assert len(per_prompt) == 12 and all(s == list(range(len(s))) and len(s) <= 4 for s in per_prompt.values())
+    assert len(rows) > 12  # more than round one: samples were asked for ahead
+    assert 0 < r.manifest["run_stats"]["asked_ahead"] <= len(rows) - 12
+    # Sample 2 is the right one: every prompt reached it, whether asked ahead or in its own round.
+    assert sum(x["accepted"] for x in rows) >= 12 and all(len(s) >= 3 for s in per_prompt.values())
+
+
+def test_sample_ahead_is_off_by_default_for_engines_that_do_not_own_slots(tmp_path: Path) -> None:
+    from factory.engines.base import engine_class
+
+    assert engine_class("vllm").accelerator and not engine_class("openai").accelerator
+    cfg = _cfg(tmp_path, sampling={"n": 2, "max_tokens": 50, "stop_after_accepted": 1, "round_size": 1})
+    assert cfg.run.sample_ahead == "auto"
+    r = generate(cfg)  # scripted: auto is off, so each prompt's rounds go out one after another
+    assert r.manifest["run_stats"]["asked_ahead"] == 0
+
+
 def test_same_version_name_in_two_datasets_loads_its_own_rows(tmp_path: Path) -> None:
     # `datasets` keys a local folder's cache on its base name ("v1") and card YAML; the card's
     # dataset_info keeps two datasets' v1 apart (this returned the first one's rows before).
