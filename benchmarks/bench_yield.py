@@ -61,7 +61,7 @@ def factory_figures(m: dict[str, Any]) -> dict[str, Any]:
             "aborted": sum(r["finish_reason"] == "abort" for r in rows),
             "aborted_tokens": sum(r["num_tokens"] for r in rows if r["finish_reason"] == "abort"),
             "length_finished": sum(r["finish_reason"] == "length" for r in rows),
-            "engine_ready_s": st["engine_ready_s"]}
+            "engine_ready_s": st["engine_ready_s"], "asked_ahead": st.get("asked_ahead", 0)}
 
 
 def plain_figures(r: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +84,8 @@ def line(name: str, f: dict[str, Any]) -> str:
     return (f"{name}: {solved} solved, {f['accepted']} verified traces of {f['samples']} samples in "
             f"{f['seconds']:.1f} s -> {solved_h:,.0f} solved/engine-h, {traces_h:,.0f} traces/engine-h; "
             f"{tps:,.0f} output tokens per solved problem; {share:.1%} of tokens in aborted samples "
-            f"({f['aborted']} aborted, {f['length_finished']} hit max_tokens)")
+            f"({f['aborted']} aborted, {f['length_finished']} hit max_tokens)"
+            + (f"; {f['asked_ahead']} samples asked ahead of their verdict" if f.get("asked_ahead") else ""))
 
 
 def main() -> int:
