@@ -1,14 +1,22 @@
-"""A Hub dataset through `datasets.load_dataset` (needs network, or a warm HF cache)."""
+"""A Hub dataset through `datasets.load_dataset` (needs network, or a warm HF cache).
+
+`datasets` keeps the rows as Arrow files on disk, memory-mapped; they are turned into Python rows
+a chunk at a time (`hub_rows`), so the driver never holds the split as Python objects.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from factory.config import ConfigError, SourceConfig
 
+CHUNK_ROWS = 4096
 
-def read_hub(src: SourceConfig) -> tuple[list[dict[str, Any]], str | None]:
-    """(rows, the dataset commit read; offline, the revision asked for, which may be a branch or None)."""
+
+def open_hub(src: SourceConfig) -> tuple[Any, str | None]:
+    """(the split as a `datasets.Dataset`, the dataset commit read; offline, the revision asked for,
+    which may be a branch or None)."""
     import datasets
 
     try:
@@ -28,4 +36,14 @@ def read_hub(src: SourceConfig) -> tuple[list[dict[str, Any]], str | None]:
         pass
     if src.limit is not None and src.shuffle_seed is None:
         ds = ds.select(range(min(len(ds), src.limit * 2)))  # headroom for rejected rows
-    return ds.to_list(), revision
+    return ds, revision
+
+
+def hub_rows(ds: Any, chunk_rows: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number, row) of the split, `chunk_rows` rows turned into Python at a time."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    for start in range(0, len(ds), chunk_rows):
+        chunk = ds.select(range(start, min(len(ds), start + chunk_rows))).to_list()
+        for k, row in enumerate(chunk, start + 1):
+            yield k, row
+
