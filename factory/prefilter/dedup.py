@@ -15,15 +15,18 @@ the threshold means what it says. Two rules keep short problems honest, where Ja
   commas, full stops) is dropped so "$x^2$" and "x^2" match.
 
 Prompts are grouped by their multiset of numbers first: a prompt alone in its group cannot have
-a near duplicate and costs nothing more; a small group (<= 48) is compared pair by pair exactly;
-only larger groups (e.g. every prompt without numbers) go through MinHash LSH.
+a near duplicate and costs one comparison-free lookup; a group is compared pair by pair exactly
+while it holds up to 48 kept prompts, and through MinHash LSH once it holds more (e.g. every
+prompt without numbers). Texts are taken one at a time (`NearIndex`), so the prefilter streams.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -143,58 +146,114 @@ def near_duplicates(
     ones, so a chain a~b~c with a !~ c keeps a and c). Indices in `skip` are ignored entirely.
     Texts with no tokens are left to exact dedup.
     """
-    toks = [tokenize(t) if i not in skip else [] for i, t in enumerate(texts)]
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, t in enumerate(toks):
-        if t:
-            groups.setdefault(number_key(t) if cfg.numbers_must_match else (), []).append(i)
-    todo = [g for g in groups.values() if len(g) >= 2]  # a prompt alone in its group is unique
+    index = NearIndex(cfg)
     dupes: dict[int, int] = {}
-    lsh_params: tuple[int, int] | None = None
-    for members in progress(todo, len(todo), "near-duplicate prompts"):
-        shingles = {i: shingle_hashes(toks[i], cfg.shingle) for i in members}
-        if len(members) <= _PAIRWISE_MAX:
-            _pairwise(members, shingles, cfg.threshold, dupes)
-        else:
-            lsh_params = _with_lsh(members, shingles, cfg, dupes, lsh_params)
+    for i in progress(range(len(texts)), len(texts), "near-duplicate prompts"):
+        if i not in skip:
+            match = index.add(i, texts[i])
+            if match is not None:
+                dupes[i] = match
     return dupes
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+class ExactIndex:
+    """Exact dedup one text at a time: an 8-byte digest of each normalised text (~60 bytes a text
+    in the set; two different texts share a digest with odds ~3e-8 at a million texts)."""
+
+    def __init__(self) -> None:
+        self.keys: set[int] = set()
+
+    def seen(self, text: str) -> bool:
+        """True when an earlier text had the same key; the text's key is remembered either way."""
+        key = _digest(normalize_exact(text))
+        if key in self.keys:
+            return True
+        self.keys.add(key)
+        return False
+
+
+class _Group:
+    """The kept texts of one number key: compared pair by pair, or through an LSH once large."""
+
+    __slots__ = ("kept", "lsh")
+
+    def __init__(self) -> None:
+        self.kept: dict[int, array] = {}  # ordinal -> its shingle hashes, 4 bytes each
+        self.lsh = None
+
+
+class NearIndex:
+    """Near dedup one text at a time, in order (near_duplicates is this over a list).
+
+    State per kept text with tokens: its shingle hashes as 4-byte ints (a problem of 60 tokens:
+    ~240 bytes plus ~150 of containers) under an 8-byte digest of its number key; in a group that
+    has outgrown pair-by-pair comparison (`_PAIRWISE_MAX` kept texts: in practice the texts
+    without numbers) also its LSH band digests. This is the prefilter state that grows with the
+    input; docs/cluster.md has its measured bytes per prompt.
+    """
+
+    def __init__(self, cfg: DedupConfig):
+        self.cfg = cfg
+        self.groups: dict[int, _Group | tuple[int, array]] = {}  # a lone text: (ordinal, shingles)
+        self._lsh_params: tuple[int, int] | None = None
+        self._minhash = None
+
+    def add(self, ordinal: int, text: str) -> int | None:
+        """The ordinal of the earlier kept text `text` nearly repeats; None: it is kept."""
+        toks = tokenize(text)
+        if not toks:
+            return None
+        cfg = self.cfg
+        gkey = _digest("\x00".join(number_key(toks))) if cfg.numbers_must_match else 0
+        sh = shingle_hashes(toks, cfg.shingle)
+        group = self.groups.get(gkey)
+        if group is None:  # alone so far: nothing to compare with
+            self.groups[gkey] = (ordinal, array("I", sh))
+            return None
+        if isinstance(group, tuple):
+            first = group
+            group = self.groups[gkey] = _Group()
+            group.kept[first[0]] = first[1]
+        if group.lsh is None:
+            match = next((j for j, other in group.kept.items() if jaccard(frozenset(other), sh) >= cfg.threshold),
+                         None)
+        else:
+            cands = group.lsh.query(self._hash(sh))
+            match = min((j for j in cands if jaccard(frozenset(group.kept[j]), sh) >= cfg.threshold), default=None)
+        if match is not None:
+            return match
+        group.kept[ordinal] = array("I", sh)
+        if group.lsh is not None:
+            group.lsh.insert(ordinal, self._hash(sh), check_duplication=False)
+        elif len(group.kept) > _PAIRWISE_MAX:
+            self._to_lsh(group)
+        return None
+
+    def _hash(self, sh: Iterable[int]) -> object:
+        m = self._minhash
+        m.clear()  # type: ignore[union-attr]
+        m.update_batch(sh)  # type: ignore[union-attr]
+        return m
+
+    def _to_lsh(self, group: _Group) -> None:
+        """MinHash LSH over a group from now on; its kept texts go in first, in order."""
+        from datasketch import MinHash, MinHashLSH  # imports scipy: only when there is work
+
+        cfg = self.cfg
+        # The LSH only proposes candidates; a lower threshold than the real one buys recall, and the
+        # exact Jaccard restores precision. Its (bands, rows) optimisation takes ~0.1 s: done once.
+        group.lsh = MinHashLSH(threshold=max(0.05, cfg.threshold - 0.1), num_perm=cfg.num_perm,
+                               params=self._lsh_params)
+        self._lsh_params = (group.lsh.b, group.lsh.r)
+        if self._minhash is None:  # one MinHash, cleared per text: the LSH keeps band digests
+            self._minhash = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=_identity)
+        for j, other in group.kept.items():
+            group.lsh.insert(j, self._hash(other), check_duplication=False)
 
 
 # Up to this group size, comparing every pair exactly is cheaper than any MinHash.
 _PAIRWISE_MAX = 48
-
-
-def _pairwise(members: list[int], shingles: dict[int, frozenset[int]], threshold: float,
-              dupes: dict[int, int]) -> None:
-    kept: list[int] = []
-    for i in members:
-        match = next((j for j in kept if jaccard(shingles[j], shingles[i]) >= threshold), None)
-        if match is None:
-            kept.append(i)
-        else:
-            dupes[i] = match
-
-
-def _with_lsh(members: list[int], shingles: dict[int, frozenset[int]], cfg: DedupConfig,
-              dupes: dict[int, int], params: tuple[int, int] | None) -> tuple[int, int]:
-    """MinHash LSH over one group; returns the LSH (bands, rows) to reuse for the next group."""
-    from datasketch import MinHash, MinHashLSH  # imports scipy: only when there is work
-
-    # The LSH only proposes candidates; a lower threshold than the real one buys recall, and the
-    # exact Jaccard below restores precision. Its (bands, rows) optimisation takes ~0.1 s, so it
-    # runs once per call, not once per group.
-    lsh = MinHashLSH(threshold=max(0.05, cfg.threshold - 0.1), num_perm=cfg.num_perm, params=params)
-    # One MinHash, cleared per text: the LSH stores band digests (bytes), not the object, and
-    # building a MinHash per text cost more than hashing it.
-    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=_identity)
-    for i in members:
-        sh = shingles[i]
-        m.clear()
-        m.update_batch(sh)
-        # Keys in the LSH are kept texts only, so a candidate is always an earlier kept text.
-        match = min((j for j in lsh.query(m) if jaccard(shingles[j], sh) >= cfg.threshold), default=None)
-        if match is None:
-            lsh.insert(i, m, check_duplication=False)
-        else:
-            dupes[i] = match
-    return lsh.b, lsh.r
