@@ -2,6 +2,10 @@
 
 The driver is the single writer and holds the dataset's lock for the whole run. The committed
 parts are the resume state: a rerun of the same config skips every committed shard.
+
+Prompts are streamed: the source is read once to check it (identity, input policy), once to count
+what the prefilters keep, and once more as the scheduler asks for shards; the driver holds the
+shards in flight, never the prompt set (runner/feed.py says what still grows per prompt).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,20 +24,19 @@ from factory import terminal
 from factory.config import Config
 from factory.engines.base import engine_class
 from factory.errors import UserError
-from factory.prefilter import apply_prefilters
 from factory.runner.backends import Replica, open_backend
 from factory.runner.progress import ProgressView, RunStats
 from factory.runner.runstate import mark_published, open_run, read_run_json, write_json_atomic
 from factory.runner.scheduler import Scheduler
-from factory.runner.shards import Shard, make_shards
+from factory.runner.feed import PromptFeed
+from factory.runner.shards import Shard, cut_shards, shard_sizes
 from factory.runner.verify_cluster import ClusterVerification, verify_actor_slots
-from factory.sources import PromptSet, check_input_policy, input_identity, load_prompts
+from factory.sources import PromptSet, PromptStream, check_input_policy, input_identity
 from factory.store.layout import dataset_path, version_path
 from factory.store.lock import dataset_lock
 from factory.store.parts import RunDir, rows_to_table
 from factory.store.schema import PART_SCHEMA
 from factory.store.version import build_version, latest_version, load_manifest, published_prompt_ids
-from factory.types import Prompt
 from factory.verifiers.stage import VerifyStage
 
 if TYPE_CHECKING:
@@ -82,13 +86,12 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
     """
     dataset_dir = dataset_path(cfg.output.store, cfg.output.name)
     preflight(cfg)
-    with dataset_lock(dataset_dir):
-        prompt_set = load_prompts(cfg)
-        check_input_policy(prompt_set, cfg.source)
-        prompts, prefiltered, removed = prefilter_prompts(cfg, prompt_set.prompts)
-        run_path, resumed = open_run(dataset_dir, cfg, resume_id, input_identity(prompt_set.info), new_run)
+    with dataset_lock(dataset_dir), PromptStream(cfg) as stream:
+        summary = stream.scan()  # the whole input once: identity, rejects, counts; no prompt kept
+        check_input_policy(summary, cfg.source)
+        feed = PromptFeed(cfg, stream)
+        run_path, resumed = open_run(dataset_dir, cfg, resume_id, input_identity(summary.info), new_run)
         terminal.log_to(run_path / terminal.LOG_NAME)  # no-op unless the CLI made the terminal quiet
-        _record_removed(run_path, removed)
         meta = read_run_json(run_path)
         parent: Path | None = None
         if cfg.output.incremental:
@@ -98,67 +101,39 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
                 meta["parent"] = latest.name if latest else None
                 write_json_atomic(run_path / "run.json", meta)
             parent = version_path(dataset_dir, meta["parent"]) if meta["parent"] else None
-            prompts = _not_yet_published(prompts, parent)
-        if not prompts and parent is not None:
+            if parent is not None:
+                feed.published = published_prompt_ids(parent)
+        total = feed.count(run_path / "prefiltered.jsonl")  # a second pass: counts, nothing held
+        prefiltered = feed.prefiltered
+        if not total and parent is not None:
             if not RunDir(run_path).committed_shards():
                 RunDir(run_path).remove()  # nothing was generated: leave no unfinished run behind
             return GenerateResult(parent, load_manifest(parent), run_path, resumed, new_version=False)
-        if not prompts:
+        if not total:
             raise UserError(
-                f"no prompts to generate from {prompt_set.info['name']}: input rejected "
-                f"{dict(prompt_set.input_rejected)}, prefiltered {prefiltered}"
+                f"no prompts to generate from {summary.info['name']}: input rejected "
+                f"{dict(summary.input_rejected)}, prefiltered {prefiltered}"
             )
         run = RunDir(run_path)
         run.clean_temp()
-        shards = make_shards(prompts, cfg.run.shard_size)
+        size = cfg.run.shard_size
+        sizes = list(shard_sizes(total, size))
         done = run.committed_shards()
-        todo = [s for s in shards if s.shard_id not in done]
         if resumed:
-            log.warning("resuming run %s: %d of %d shards already committed", run_path.name, len(done), len(shards))
-        resumed = sum(len(s.prompts) for s in shards if s.shard_id in done)
-        stats = RunStats(prompts_total=len(prompts), prompts_done=resumed, prompts_resumed=resumed)
-        if todo:
-            teacher_info, verifiers_info = _generate(cfg, todo, run, stats)
+            log.warning("resuming run %s: %d of %d shards already committed", run_path.name,
+                        sum(k in done for k in range(len(sizes))), len(sizes))
+        resumed = sum(n for k, n in enumerate(sizes) if k in done)
+        stats = RunStats(prompts_total=total, prompts_done=resumed, prompts_resumed=resumed)
+        if any(k not in done for k in range(len(sizes))):
+            # Shards are cut from a third read of the source as the scheduler asks for them.
+            teacher_info, verifiers_info = _generate(cfg, cut_shards(feed, size, skip=done), run, stats)
         else:
             teacher_info, verifiers_info = meta.get("teacher", {}), meta.get("verifiers", [])
-        info = _manifest_info(cfg, prompt_set, teacher_info, verifiers_info, stats, run_path, prefiltered)
-        # Every prompt is in a committed part now. Drop the prompt list, the biggest thing the driver
-        # holds (~1.6 KB a prompt), so that the build reuses its memory instead of adding to it.
-        del prompts, shards, todo
-        prompt_set.prompts.clear()
+        info = _manifest_info(cfg, summary, teacher_info, verifiers_info, stats, run_path, prefiltered)
         # The run itself, not run.read_table(): the build reads one part at a time.
         version_dir = build_version(dataset_dir, run, info, parent=parent)
         mark_published(run_path, version_dir.name)
         return GenerateResult(version_dir, load_manifest(version_dir), run_path, resumed)
-
-
-def prefilter_prompts(cfg: Config, prompts: list[Prompt]) -> tuple[list[Prompt], dict[str, int], list[tuple[Prompt, str]]]:
-    if cfg.prefilter is None:
-        return prompts, {}, []
-    kept, counts, removed = apply_prefilters(prompts, cfg.prefilter)
-    for k, p in enumerate(kept):  # positions in the generated set: outputs are sorted by them
-        p.index = k
-    return kept, dict(counts), removed
-
-
-def _record_removed(run_path: Path, removed: list[tuple[Prompt, str]]) -> None:
-    """Every prefiltered prompt, with its reason, beside the run: nothing is dropped silently."""
-    if not removed:
-        return
-    import json
-
-    tmp = run_path / "prefiltered.jsonl.tmp"
-    with tmp.open("w") as f:
-        for p, reason in removed:
-            f.write(json.dumps({"prompt_id": p.prompt_id, "reason": reason, "problem": p.problem}) + "\n")
-    os.replace(tmp, run_path / "prefiltered.jsonl")
-
-
-def _not_yet_published(prompts: list[Prompt], parent: Path | None) -> list[Prompt]:
-    if parent is None:
-        return prompts
-    published = published_prompt_ids(parent)
-    return [p for p in prompts if p.prompt_id not in published]
 
 
 def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], verifiers: list[dict[str, Any]],
@@ -179,7 +154,7 @@ def _manifest_info(cfg: Config, prompt_set: PromptSet, teacher: dict[str, Any], 
     }
 
 
-def _generate(cfg: Config, todo: list[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _generate(cfg: Config, todo: Iterable[Shard], run: Any, stats: RunStats) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     backend = open_backend(cfg)
     stage: Any = None
     remote: ClusterVerification | None = None

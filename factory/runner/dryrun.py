@@ -8,14 +8,16 @@ what a run would send to the teacher, and what would fail or be cut short there.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import Config
 from factory.engines.models import resolve_model
 from factory.errors import UserError
-from factory.runner.driver import prefilter_prompts, preflight
-from factory.sources import check_input_policy, load_prompts
+from factory.runner.driver import preflight
+from factory.runner.feed import PromptFeed
+from factory.sources import PromptStream, check_input_policy
 from factory.types import Prompt
 
 
@@ -37,23 +39,25 @@ class DryRunReport:
 
 def dry_run(cfg: Config) -> DryRunReport:
     preflight(cfg, create=False)
-    prompt_set = load_prompts(cfg)
-    try:
-        check_input_policy(prompt_set, cfg.source)
-        policy_error = None
-    except UserError as e:
-        policy_error = str(e)
-    prompts, prefiltered, _ = prefilter_prompts(cfg, prompt_set.prompts)
-    rejects = prompt_set.rejects
-    report = DryRunReport(
-        config=cfg.model_dump(mode="json"), source=prompt_set.info, rows_examined=prompt_set.rows_examined,
-        input_rejected=dict(prompt_set.input_rejected), first_rejected_at=dict(rejects.first) if rejects else {},
-        policy_error=policy_error, prefiltered=prefiltered, prompts=len(prompts), token_check="")
-    _measure(cfg, prompts, report)
+    with PromptStream(cfg) as stream:  # read as a run reads it: a chunk at a time
+        summary = stream.scan()
+        try:
+            check_input_policy(summary, cfg.source)
+            policy_error = None
+        except UserError as e:
+            policy_error = str(e)
+        feed = PromptFeed(cfg, stream)
+        count = feed.count()
+        rejects = summary.rejects
+        report = DryRunReport(
+            config=cfg.model_dump(mode="json"), source=summary.info, rows_examined=summary.rows_examined,
+            input_rejected=dict(summary.input_rejected), first_rejected_at=dict(rejects.first) if rejects else {},
+            policy_error=policy_error, prefiltered=feed.prefiltered, prompts=count, token_check="")
+        _measure(cfg, feed, report)
     return report
 
 
-def _measure(cfg: Config, prompts: list[Prompt], report: DryRunReport) -> None:
+def _measure(cfg: Config, prompts: Iterable[Prompt], report: DryRunReport) -> None:
     if cfg.teacher.engine != "vllm":
         report.token_check = f"not measured: teacher.engine {cfg.teacher.engine} has no local tokenizer"
         return
@@ -74,5 +78,5 @@ def _measure(cfg: Config, prompts: list[Prompt], report: DryRunReport) -> None:
             report.over_context.append(p.prompt_id)
         elif n + room > limit:
             report.short_of_max_tokens += 1
-    report.longest_prompt_tokens = longest if prompts else None
+    report.longest_prompt_tokens = longest if report.prompts else None
     report.token_check = f"measured with {cfg.teacher.model}'s tokenizer and chat template"

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from factory.config import Config
@@ -68,13 +68,15 @@ class Scheduler:
         self._progress_at = 0.0
 
     # ---------------------------------------------------------------- driver thread
-    def run(self, shards: list[Shard]) -> None:
-        outstanding = len(shards)
-        for shard in shards:
-            self._queue_round(shard)
+    def run(self, shards: Iterable[Shard]) -> None:
+        """Every shard to its commit. Shards are pulled from `shards` (a lazy stream) only while
+        fewer requests are queued than the replicas take in: the driver holds the shards in
+        flight, never the whole set."""
+        feed = iter(shards)
         worker = threading.Thread(target=self._verify_loop, name="factory-verify", daemon=True)
         worker.start()
         try:
+            outstanding = self._feed(feed)
             while outstanding:
                 self._raise_failure()
                 while True:
@@ -86,6 +88,7 @@ class Scheduler:
                         outstanding -= 1  # committed
                     else:
                         self._queue_round(shard)
+                outstanding += self._feed(feed)
                 self._check_started()
                 self._dispatch()
                 if not self.inflight:
@@ -106,6 +109,19 @@ class Scheduler:
                     pass
                 worker.join(timeout=60)
         self._raise_failure()
+
+    def _feed(self, feed: Iterator[Shard]) -> int:
+        """Queue first rounds of new shards until the queued requests would fill every replica
+        once more (backpressure on the source); returns how many shards were taken."""
+        want = max(1, len(self.replicas)) * self.target
+        taken = 0
+        while sum(len(c.requests) for c in self.calls) < want:
+            shard = next(feed, None)
+            if shard is None:
+                break
+            self._queue_round(shard)
+            taken += 1
+        return taken
 
     def _poll_progress(self) -> None:
         """Live tokens/s from the engines, without ever blocking the dispatch loop on them."""

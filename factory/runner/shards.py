@@ -12,6 +12,7 @@ of the prompts that still need an accepted trace.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,29 @@ class Call:
 
 def make_shards(prompts: list[Prompt], shard_size: int) -> list[Shard]:
     return [Shard(k // shard_size, prompts[k : k + shard_size]) for k in range(0, len(prompts), shard_size)]
+
+
+def cut_shards(prompts: Iterable[Prompt], shard_size: int, skip: Container[int] = ()) -> Iterator[Shard]:
+    """The shards of make_shards, cut from a stream as they are asked for (shard k holds prompts
+    k*shard_size..). A shard whose id is in `skip` (committed) is read past, never held."""
+    held: list[Prompt] = []
+    shard_id = seen = 0
+    for p in prompts:
+        if shard_id not in skip:
+            held.append(p)
+        seen += 1
+        if seen == shard_size:
+            if held:
+                yield Shard(shard_id, held)
+            shard_id, held, seen = shard_id + 1, [], 0
+    if held:
+        yield Shard(shard_id, held)
+
+
+def shard_sizes(total: int, shard_size: int) -> Iterator[int]:
+    """How many prompts each shard holds, by shard id, for `total` prompts."""
+    for start in range(0, total, shard_size):
+        yield min(shard_size, total - start)
 
 
 def split_by_prompt(call: Call) -> list[Call]:
