@@ -59,6 +59,7 @@ class Scheduler:
             ahead = engine_class(cfg.teacher.engine).accelerator
         self.ahead = self.stop_after is not None and ahead
         self.open_rounds: dict[Shard, None] = {}  # shards with a round out, oldest first
+        self.fed_all = False  # every shard of the source has been taken: only then is asking ahead due
         self.calls: deque[Call] = deque()
         self.inflight: dict[Any, tuple[Replica, Call]] = {}
         self.to_verify: queue.Queue = queue.Queue(maxsize=max(4, 2 * len(replicas), verify_concurrency))
@@ -118,6 +119,7 @@ class Scheduler:
         while sum(len(c.requests) for c in self.calls) < want:
             shard = next(feed, None)
             if shard is None:
+                self.fed_all = True
                 break
             self._queue_round(shard)
             taken += 1
@@ -160,7 +162,8 @@ class Scheduler:
         They join that round (it is verified when all of its calls are back), so a prompt never
         gets more than n samples and a shard still commits once. A sample asked for this way is
         wasted only when an earlier one of its prompt is accepted; a slot left idle is always
-        wasted. Never before every waiting round has gone out: new prompts come first.
+        wasted. Never while the source has shards left or a round waits to go out: new prompts and
+        verified next rounds come first.
         """
         for shard in list(self.open_rounds):
             if room <= 0:
@@ -185,7 +188,7 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         self._place()
-        if self.ahead and not self.calls:
+        if self.ahead and self.fed_all and not self.calls:
             room = sum(max(0, self.slots - rep.inflight) for rep in self.replicas if rep.started and not rep.alone)
             if room:
                 self._ask_ahead(room)
