@@ -23,6 +23,7 @@ import pickle
 import random
 import tempfile
 from array import array
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -44,7 +45,7 @@ _COLUMN_CHECK_ROWS = 1000  # the columns a row may have are taken from this many
 class PromptSet:
     prompts: list[Prompt]  # empty after a scan: the stream holds the prompts, not the set
     info: dict[str, Any]  # for the manifest and card: kind, name, revision, split, counts, content_sha256
-    input_rejected: Any = field(default_factory=dict)  # Counter: reason -> rows
+    input_rejected: Counter = field(default_factory=Counter)  # reason -> rows
     rejects: Rejects | None = None
     rows_examined: int = 0  # rows read or rejected, up to source.limit: the policy's denominator
 
