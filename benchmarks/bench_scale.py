@@ -10,9 +10,10 @@ per 1,000 traces and the traces a second that gives on one core, files written a
 restart to the first new request, the version build's time, math-verify's CPU per trace, and the
 largest fleet one driver feeds.
 
-Not in `make bench` (run_all.py): at 1M problems it takes tens of minutes on 2 cores.
+Not in `make bench` (run_all.py): on 2 cores the cluster side runs 700-1,000 traces a second, so
+1M problems x 4 samples would take 70-100 minutes in all; 100,000 took 11 minutes.
     python -m benchmarks.bench_scale --prompts 20000          # ~2 min here
-    python -m benchmarks.bench_scale --prompts 1000000        # BENCHMARKS.md: how long it took
+    python -m benchmarks.bench_scale --prompts 100000         # ~11 min here (BENCHMARKS.md)
 Run each phase under the heavy lock on a shared machine; `--phase first` / `--phase resume` split
 the two halves into separate invocations (the run's store and config persist in --work).
 """
