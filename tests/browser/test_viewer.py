@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from factory.viewer.query import PAGE_SIZE
 from factory.viewer.server import Viewer, ViewerServer
@@ -70,6 +71,14 @@ def _listed(browser: Any) -> list[tuple[str, int, str]]:
     return [(cells[0], int(cells[1]), cells[2]) for cells in parser.rows if cells]
 
 
+def _follow(browser: Any, element: Any) -> None:
+    """Click a link or submit button and wait for the page it opens: a click returns before the
+    new page has replaced the old one, and a loaded machine reads the old page's elements."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old))
+
+
 def _key(r: dict[str, Any]) -> tuple[str, int]:
     return r["prompt_id"], r["sample_index"]
 
@@ -81,14 +90,14 @@ def test_filter_and_page(browser: Any, shot: Any, site: ViewerServer) -> None:
     shot("list")
     # Filter as a person would: pick "rejected" in the form and submit.
     Select(browser.find_element(By.NAME, "status")).select_by_value("rejected")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
     rejected = [r for r in ROWS if not r["accepted"]]
     assert browser.find_element(By.ID, "shown").text == f"rows 1-{PAGE_SIZE} of {len(rejected)} matching"
     shown = _listed(browser)
     assert [(p, s) for p, s, _ in shown] == [_key(r) for r in rejected[:PAGE_SIZE]]
     assert {st for _, _, st in shown} == {"rejected"}
     # The next page starts where the first ended.
-    browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    _follow(browser, browser.find_element(By.CSS_SELECTOR, "a[rel=next]"))
     assert [(p, s) for p, s, _ in _listed(browser)] == [_key(r) for r in rejected[PAGE_SIZE:2 * PAGE_SIZE]]
     shot("list-rejected-page2")
     # Reason, failed verifier, length and pass rate together (a URL is a filter too).
@@ -110,7 +119,7 @@ def test_open_a_trace(browser: Any, shot: Any, site: ViewerServer) -> None:
     browser.get(site.url + "?status=rejected&reason=truncation%3Atruncated")
     first = browser.find_element(By.CSS_SELECTOR, "main table tr td a")
     pid = first.text
-    first.click()
+    _follow(browser, first)
     row = next(r for r in ROWS if r["prompt_id"] == pid and r["reject_reason"] == "truncation:truncated")
     assert browser.find_element(By.ID, "trace-title").text == f"{pid} · sample {row['sample_index']}"
     assert browser.find_element(By.ID, "problem").text == row["problem"]
@@ -126,9 +135,9 @@ def test_open_a_trace(browser: Any, shot: Any, site: ViewerServer) -> None:
     shot("trace")
     # Another sample of the same problem, then back to the filtered list.
     other = next(s for s in samples if "▸" not in s.text).find_element(By.TAG_NAME, "a")
-    other.click()
+    _follow(browser, other)
     assert browser.find_element(By.ID, "trace-title").text.startswith(pid)
-    browser.find_element(By.ID, "back").click()
+    _follow(browser, browser.find_element(By.ID, "back"))
     assert "reason=truncation%3Atruncated" in browser.current_url
     assert {st for _, _, st in _listed(browser)} == {"rejected"}
 
@@ -168,7 +177,7 @@ def test_a_million_rows_open_in_seconds(browser: Any, shot: Any, tmp_path: Path)
         t = time.perf_counter()
         browser.get(server.url + "?status=rejected&reason=math%3Ano_answer&min_tokens=500")
         last = browser.find_element(By.CSS_SELECTOR, "a[rel=last]")
-        last.click()
+        _follow(browser, last)
         rows = _listed(browser)
         assert rows and all(st == "rejected" for _, _, st in rows)
         browser.get(server.url + "trace?p=p0123456&s=2")
