@@ -114,14 +114,17 @@ class Scheduler:
     def _feed(self, feed: Iterator[Shard]) -> int:
         """Queue first rounds of new shards until the queued requests would fill every replica
         once more (backpressure on the source); returns how many shards were taken."""
+        if self.fed_all:  # the rest of the run costs nothing here
+            return 0
         want = max(1, len(self.replicas)) * self.target
+        queued = sum(len(c.requests) for c in self.calls)  # once a loop, then counted as shards go in
         taken = 0
-        while sum(len(c.requests) for c in self.calls) < want:
+        while queued < want:
             shard = next(feed, None)
             if shard is None:
                 self.fed_all = True
                 break
-            self._queue_round(shard)
+            queued += self._queue_round(shard)
             taken += 1
         return taken
 
@@ -144,17 +147,19 @@ class Scheduler:
         self.stats.live_requests = sum(r.progress[0] for r in self.replicas) + self.stats.retired_requests
         self.stats.live_tokens = sum(r.progress[1] for r in self.replicas) + self.stats.retired_tokens
 
-    def _queue_round(self, shard: Shard) -> None:
+    def _queue_round(self, shard: Shard) -> int:
+        """Queue the shard's next round; returns how many requests it holds."""
         requests = shard.next_round(self.n, self.stop_after, self.round_size)
         if not requests:  # nothing left to ask: verify an empty round, which commits the shard
             self._put(shard)
-            return
+            return 0
         call = Call(shard, requests)
         new = split_by_prompt(call) if shard.isolated else [call]
         shard.calls_out += len(new)
         self.calls.extend(new)
         if not shard.isolated:
             self.open_rounds[shard] = None
+        return len(requests)
 
     def _ask_ahead(self, room: int) -> None:
         """Fill `room` idle engine slots with the next samples of prompts whose round is still out.
