@@ -58,13 +58,9 @@ class Call:
     alone: bool = False  # runs with nothing else on its replica, so a crash is attributed exactly
 
 
-def make_shards(prompts: list[Prompt], shard_size: int) -> list[Shard]:
-    return [Shard(k // shard_size, prompts[k : k + shard_size]) for k in range(0, len(prompts), shard_size)]
-
-
 def cut_shards(prompts: Iterable[Prompt], shard_size: int, skip: Container[int] = ()) -> Iterator[Shard]:
-    """The shards of make_shards, cut from a stream as they are asked for (shard k holds prompts
-    k*shard_size..). A shard whose id is in `skip` (committed) is read past, never held."""
+    """The run's shards, cut from a stream as they are asked for: shard k holds prompts
+    k*shard_size.. A shard whose id is in `skip` (committed) is read past, never held."""
     held: list[Prompt] = []
     shard_id = seen = 0
     for p in prompts:
