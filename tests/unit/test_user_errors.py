@@ -133,8 +133,11 @@ def test_ctrl_c_prints_the_clean_message_and_no_traceback(tmp_path: Path) -> Non
             "--set", "teacher.engine_kwargs.delay_s=60", "--set", "run.backend=local", "--set", "source.limit=40",
             "--set", "run.shard_size=2", "--set", "sampling.n=1"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # A terminal's Ctrl-C finds SIGINT at its default. A test suite started in the background of a
+    # non-interactive shell (`make test &`, nohup) inherits SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler at all: the driver would never see the signal.
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         runs = tmp_path / "store" / "default-arithmetic" / ".runs"
