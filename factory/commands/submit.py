@@ -28,13 +28,13 @@ from factory.cluster.slurm import submit_slurm
 from factory.cluster.templates import DeployParams, render
 from factory.config import load_config
 from factory.errors import UserError
+from factory.runner.backends.cluster import ray_job_env
 
 ADDRESS_VARS = ("RAY_JOB_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 # Names the job gets from the cluster's environment by default (expanded there by Ray: "${NAME}").
 PASS_BY_NAME = ("HF_TOKEN",)
-# connect() in factory/runner/backends/cluster.py sets these in its own runtime_env; Ray refuses to merge a
-# job whose runtime_env sets the same names.
-RESERVED = {"VLLM_LOGGING_LEVEL", "TOKENIZERS_PARALLELISM"}
+# connect() sets these in its own runtime_env; Ray refuses to merge a job whose runtime_env sets the same names.
+RESERVED = frozenset(ray_job_env())
 _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY($|_)|API_KEY", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SHIPPED_BYTES = 100 * 2**20  # Ray keeps the package in its GCS; big inputs belong on shared storage

@@ -421,6 +421,7 @@ def test_job_env_passes_secrets_by_name_only() -> None:
     assert env["WANDB_PROJECT"] == "math" and env["HF_HUB_CACHE"] == "${HF_HUB_CACHE}"
     for bad, msg in [("HF_TOKEN=hf_x", "secret values"), ("AWS_SECRET_ACCESS_KEY=x", "secret values"),
                      ("OPENAI_API_KEY=x", "secret values"), ("VLLM_LOGGING_LEVEL=INFO", "sets VLLM"),
+                     ("RAY_max_direct_call_object_size=1", "sets RAY_max_direct_call_object_size"),
                      ("BAD-NAME=1", "not an environment")]:
         with pytest.raises(UserError, match=msg):
             job_env([bad])

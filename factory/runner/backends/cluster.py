@@ -39,12 +39,27 @@ def replica_env() -> dict[str, str]:
     return {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"), "TOKENIZERS_PARALLELISM": "false"}
 
 
+# Results of up to this size travel inside the call's reply instead of through Ray's object store.
+# Every result goes to the driver anyway (it writes the parts), and the store's path (a put on the
+# replica's node, a pull by the driver's node, object-location lookups in between) ran 3.8x slower
+# on the bench's 3-node cluster, with pulls stalling 60-110 s at a time (BENCHMARKS.md, issue 17).
+# Ray's default is 100 KiB; one replica call's completions are often a few MB.
+INLINE_RESULT_ENV = "RAY_max_direct_call_object_size"
+INLINE_RESULT_BYTES = 32 * 2**20
+
+
+def ray_job_env() -> dict[str, str]:
+    """The Ray job's env: every actor of the run (replicas, verification actors) starts with it."""
+    return {**replica_env(), INLINE_RESULT_ENV: os.environ.get(INLINE_RESULT_ENV, str(INLINE_RESULT_BYTES))}
+
+
 def connect(cfg: Config) -> Any:
     import ray
 
     address = ray_address(cfg)
     if not ray.is_initialized():
-        env = replica_env()
+        env = ray_job_env()
+        os.environ[INLINE_RESULT_ENV] = env[INLINE_RESULT_ENV]  # the driver's own calls: what it sends inline
         if address:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         else:
