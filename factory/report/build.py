@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ from factory.report.plots import PLOTS
 from factory.store.layout import PLOT_DIR, REPORT_NAME
 
 
-def write_plots(root: Path, all_files: list[Path], sampling: dict[str, Any]) -> tuple[list[dict[str, str]], ReportData]:
+def write_plots(root: Path, all_files: list[Path], sampling: dict[str, Any],
+                prompt_counts: Iterable[tuple[int, int]] | None = None) -> tuple[list[dict[str, str]], ReportData]:
     """Draw every plot of the rows in `all_files` into root/plots/; returns [{name, title, path}]
-    (paths relative to root) and the collected data (its examples go into the manifest)."""
-    data = collect(all_files, sampling)
+    (paths relative to root) and the collected data (its examples go into the manifest).
+    `prompt_counts`: (accepted, samples) of every prompt of those rows, where the caller has them."""
+    data = collect(all_files, sampling, prompt_counts)
     out_dir = root / PLOT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []

@@ -1,7 +1,9 @@
 """What the report draws, gathered from a version's `all` Parquet files one row group at a time.
 
-A version can hold millions of rows; this holds per prompt two small ints, per distinct token
-count a counter, and a handful of example rows, never a row group beyond the one being read.
+A version can hold millions of rows; this holds per distinct (accepted, samples) pair and per
+distinct token count a counter, and a handful of example rows, never a row group beyond the one
+being read. The per-prompt counts behind the pairs come from the version build's scan, which has
+them already; read alone (`collect` without them), the files' prompts are counted here, in a dict.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class ReportData:
 
     budget: int | None = None
     round_size: int | None = None  # adaptive sampling: samples per round
-    per_prompt: dict[str, list[int]] = field(default_factory=dict)  # prompt_id -> [accepted, samples]
+    pass_counts: Counter = field(default_factory=Counter)  # (accepted, samples) -> prompts
+    per_prompt: dict[str, list[int]] | None = None  # prompt_id -> [accepted, samples], while counted here
     tokens_accepted: Counter = field(default_factory=Counter)  # num_tokens -> rows
     tokens_rejected: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)  # verifier:reason -> rejected rows
@@ -69,7 +72,14 @@ class ReportData:
         g = spend.group_by(["round", "outcome"]).aggregate([("tokens", "sum")])
         for r, o, n in zip(g["round"].to_pylist(), g["outcome"].to_pylist(), g["tokens_sum"].to_pylist()):
             self.token_spend[(int(r or 0), o)] += int(n or 0)
-        per = pa.table({"p": batch["prompt_id"], "a": pc.cast(acc, pa.int64())})
+        if self.per_prompt is not None:
+            self._count_prompts(batch["prompt_id"], acc)
+        return {o: pc.index(outcome, o).as_py() for o in pc.unique(outcome).to_pylist()
+                if o not in self.examples and len(self.examples) < MAX_EXAMPLE_REASONS}
+
+    def _count_prompts(self, prompt_ids: pa.ChunkedArray, acc: pa.ChunkedArray) -> None:
+        assert self.per_prompt is not None
+        per = pa.table({"p": prompt_ids, "a": pc.cast(acc, pa.int64())})
         g = per.group_by("p").aggregate([("a", "sum"), ("a", "count")])
         for pid, a, n in zip(g["p"].to_pylist(), g["a_sum"].to_pylist(), g["a_count"].to_pylist()):
             slot = self.per_prompt.get(pid)
@@ -78,8 +88,6 @@ class ReportData:
             else:
                 slot[0] += a
                 slot[1] += n
-        return {o: pc.index(outcome, o).as_py() for o in pc.unique(outcome).to_pylist()
-                if o not in self.examples and len(self.examples) < MAX_EXAMPLE_REASONS}
 
     def keep_examples(self, rows: pa.Table, wanted: dict[str, int]) -> None:
         """The first row of each outcome (accepted, each reject reason), texts cut short."""
@@ -90,8 +98,13 @@ class ReportData:
                     row[k] = v[:EXAMPLE_CHARS] + " [...]"
             self.examples[o] = row
 
-    def pass_rates(self) -> list[float]:
-        return [a / n for a, n in self.per_prompt.values() if n]
+    def pass_rates(self) -> Counter:
+        """pass rate -> how many prompts have it."""
+        rates: Counter = Counter()
+        for (a, n), prompts in self.pass_counts.items():
+            if n:
+                rates[a / n] += prompts
+        return rates
 
     def chosen_examples(self, reasons: int = 3) -> list[dict[str, Any]]:
         """One accepted row, then one row for each of the most common reject reasons."""
@@ -111,14 +124,22 @@ def round_size_of(sampling: dict[str, Any]) -> int | None:
     return int(sampling.get("round_size") or sampling["stop_after_accepted"])
 
 
-def collect(files: Iterable[Path], sampling: dict[str, Any]) -> ReportData:
-    """One pass over `all` files, a row group at a time."""
+def collect(files: Iterable[Path], sampling: dict[str, Any],
+            prompt_counts: Iterable[tuple[int, int]] | None = None) -> ReportData:
+    """One pass over `all` files, a row group at a time; `prompt_counts`, (accepted, samples) of
+    every prompt of those files, where the caller has them (else they are counted here)."""
     budget = sampling.get("max_tokens")
-    data = ReportData(budget=int(budget) if budget else None, round_size=round_size_of(sampling))
+    data = ReportData(budget=int(budget) if budget else None, round_size=round_size_of(sampling),
+                      per_prompt={} if prompt_counts is None else None)
+    if prompt_counts is not None:
+        data.pass_counts.update(prompt_counts)
     for path in files:
         with pq.ParquetFile(path) as f:
             for i in range(f.metadata.num_row_groups):
                 new = data.add(f.read_row_group(i, columns=COLUMNS, use_threads=False))
                 if new:  # the text columns (the bulk of the bytes) of the first groups only
                     data.keep_examples(f.read_row_group(i, columns=EXAMPLE_COLUMNS, use_threads=False), new)
+    if data.per_prompt is not None:
+        data.pass_counts.update(tuple(c) for c in data.per_prompt.values())
+        data.per_prompt = None
     return data

@@ -52,12 +52,14 @@ def pass_rate(data: ReportData) -> bytes:
     """How many problems the teacher solved in what share of its samples: the difficulty spread."""
     fig, ax = _figure()
     rates = data.pass_rates()
-    ax.set_title(f"Pass rate per problem ({len(rates):,} problems)")
+    ax.set_title(f"Pass rate per problem ({sum(rates.values()):,} problems)")
     if not rates:
         _empty(ax, "no problems")
         return _png(fig)
-    distinct = Counter(round(r, 4) for r in rates)
-    samples = {n for _, n in data.per_prompt.values()}
+    distinct: Counter = Counter()
+    for r, prompts in rates.items():
+        distinct[round(r, 4)] += prompts
+    samples = {n for _, n in data.pass_counts}
     if len(samples) == 1 and (n := samples.pop()) <= 16:  # one bar per possible rate: 0, 1/n, ... 1
         xs = [round(k / n, 4) for k in range(n + 1)]
         ax.bar(range(len(xs)), [distinct.get(x, 0) for x in xs], color=ACCEPTED_COLOR)
@@ -67,7 +69,8 @@ def pass_rate(data: ReportData) -> bytes:
         ax.bar(range(len(xs)), [distinct[x] for x in xs], color=ACCEPTED_COLOR)
         ax.set_xticks(range(len(xs)), [f"{x:.2g}" for x in xs])
     else:
-        ax.hist(rates, bins=[i / 10 for i in range(11)], color=ACCEPTED_COLOR, edgecolor="white")
+        ax.hist(list(rates), weights=list(rates.values()), bins=[i / 10 for i in range(11)], color=ACCEPTED_COLOR,
+                edgecolor="white")
     ax.set_xlabel("pass rate (accepted samples / samples)")
     ax.set_ylabel("problems")
     return _png(fig)

@@ -11,7 +11,8 @@ import importlib.metadata
 import json
 import math
 import subprocess
-from collections.abc import Collection, Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -179,23 +180,20 @@ def _named_counts(counts: dict[Any, int], null: str) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _pass_rate_summary(prompts: Iterable[Sequence[int]]) -> dict[str, Any]:
-    """From (accepted, samples, ...) per prompt."""
+def _pass_rate_summary(prompts: Iterable[Sequence[int]]) -> tuple[dict[str, Any], int]:
+    """From (accepted, samples, ...) per prompt, read once; also returns how many prompts."""
     hist = {b: 0 for b in PASS_RATE_BUCKETS}
-    rates, with_acc = [], 0
+    rates, with_acc = array("d"), 0  # 8 bytes a prompt: a version may hold millions
     for counts in prompts:
         accepted, rate = counts[0], counts[0] / counts[1]
         rates.append(rate)
         hist[_bucket(rate)] += 1
         with_acc += accepted > 0
     if not rates:
-        return {"mean": None, "prompts_with_accepted": 0, "share_with_accepted": None, "histogram": hist}
-    return {
-        "mean": round(pc.mean(pa.array(rates, pa.float64())).as_py(), 4),
-        "prompts_with_accepted": with_acc,
-        "share_with_accepted": round(with_acc / len(rates), 4),
-        "histogram": hist,
-    }
+        return {"mean": None, "prompts_with_accepted": 0, "share_with_accepted": None, "histogram": hist}, 0
+    mean = round(pc.mean(pa.array(rates, pa.float64())).as_py(), 4)
+    return {"mean": mean, "prompts_with_accepted": with_acc, "share_with_accepted": round(with_acc / len(rates), 4),
+            "histogram": hist}, len(rates)
 
 
 class RowStats:
@@ -233,12 +231,13 @@ class RowStats:
             slot = {True: "passed", False: "failed", None: "unknown"}[passed]
             self.verifiers.setdefault(name, {"passed": 0, "failed": 0, "unknown": 0})[slot] += n
 
-    def summary(self, prompts: Collection[Sequence[int]]) -> dict[str, Any]:
+    def summary(self, prompts: Iterable[Sequence[int]]) -> dict[str, Any]:
         """The manifest's `counts`, `pass_rate` and `tokens`; `prompts` is (accepted, samples, ...)
-        per prompt of the same rows (the builder keeps these anyway, for `pass_rate`)."""
+        per prompt of the same rows (the builder keeps these anyway, for `pass_rate`), read once."""
+        pass_rate, n_prompts = _pass_rate_summary(prompts)
         return {
             "counts": {
-                "prompts": len(prompts),
+                "prompts": n_prompts,
                 "generations": self.generations,
                 "accepted": self.accepted,
                 "rejected": self.generations - self.accepted,
@@ -247,7 +246,7 @@ class RowStats:
                 "rejected_by_reason": _named_counts(self.reject_reason, "unknown"),
                 "verifiers": self.verifiers,
             },
-            "pass_rate": _pass_rate_summary(prompts),
+            "pass_rate": pass_rate,
             "tokens": {k: _dist(v) for k, v in self.tokens.items()},
         }
 

@@ -8,8 +8,9 @@ statistics, and the row and byte totals that fix the file layout (the row-group 
 the average row's size in memory, so the scan reads every column). The writers then read the
 chunks again, each chunk with its `pass_rate` added (`VersionRows.tables`).
 
-What stays in memory: one chunk and a row group; per prompt an entry of three small ints; in
-incremental mode, per parent prompt a bitmask of its published sample indexes.
+What stays in memory: one chunk and a row group; per prompt its counts (accepted, samples) in a
+small Arrow table per chunk (a prompt id and two ints: ~30-80 bytes a prompt); in incremental mode,
+per parent prompt a dict entry of its counts and a bitmask of its published sample indexes.
 """
 
 from __future__ import annotations
@@ -128,8 +129,14 @@ class VersionRows:
     new: list[Chunk]
     parent: list[Chunk]
     stats: RowStats
-    # prompt_id -> [accepted, samples, the last chunk that held it]: the last slot is the order check
-    prompts: dict[str, list[int]] = field(default_factory=dict)
+    # Per-prompt counts. The parent's prompts in a dict, prompt_id -> [accepted, samples, the last
+    # chunk that held it]: a prompt may span the parent's row groups, and new rows may add samples to
+    # it (from one new chunk: the last slot is the order check). Each new chunk's other prompts as
+    # one Arrow table (prompt_id, accepted, samples): no prompt spans two new chunks (checked once
+    # the scan is done), so these are never merged, and a million prompts cost tens of MB where a
+    # dict of them cost ~200 MB.
+    parent_counts: dict[str, list[int]] = field(default_factory=dict)
+    chunk_counts: list[pa.Table] = field(default_factory=list)
     published: dict[str, int] = field(default_factory=dict)  # parent prompt_id -> sample bitmask
     rows: dict[str, int] = field(default_factory=lambda: {"default": 0, "all": 0})
     nbytes: dict[str, int] = field(default_factory=lambda: {"default": 0, "all": 0})
@@ -140,19 +147,30 @@ class VersionRows:
 
     def part_tables(self) -> Iterator[pa.Table]:
         """Every row of the version in order, a chunk at a time, in PART_SCHEMA."""
-        for chunk in self.parent:
-            yield chunk()
-        for chunk in self.new:
-            yield self._unpublished(normalized(chunk()))[0]
+        for t, _ in self._numbered_tables():
+            yield t
 
     def tables(self, config: str) -> Iterator[pa.Table]:
         """The rows of config `default` or `all`, a chunk at a time, pass_rate filled in."""
-        for t in self.part_tables():
-            t = self._with_pass_rate(t)
+        for t, chunk_no in self._numbered_tables():
+            t = self._with_pass_rate(t, chunk_no)
             yield _default_rows(t) if config == "default" else t
 
+    def _numbered_tables(self) -> Iterator[tuple[pa.Table, int]]:
+        for chunk in self.parent:
+            yield chunk(), _PARENT
+        for chunk_no, chunk in enumerate(self.new):
+            yield self._unpublished(normalized(chunk()))[0], chunk_no
+
+    def prompt_counts(self) -> Iterator[tuple[int, int]]:
+        """(accepted, samples) of every prompt of the version, one at a time."""
+        for acc, n, _ in self.parent_counts.values():
+            yield acc, n
+        for g in self.chunk_counts:
+            yield from zip(g["accepted"].to_pylist(), g["samples"].to_pylist())
+
     def summary(self) -> dict[str, Any]:
-        return self.stats.summary(self.prompts.values())
+        return self.stats.summary(self.prompt_counts())
 
     def _unpublished(self, t: pa.Table) -> tuple[pa.Table, int]:
         """New rows whose key the parent has not published yet; and how many were dropped."""
@@ -163,17 +181,36 @@ class VersionRows:
         kept = t.filter(pa.array(keep, pa.bool_()))
         return kept, t.num_rows - kept.num_rows
 
-    def _with_pass_rate(self, t: pa.Table) -> pa.Table:
+    def _with_pass_rate(self, t: pa.Table, chunk_no: int) -> pa.Table:
         """PART_SCHEMA rows -> ALL_SCHEMA rows; pass_rate = accepted / samples of the row's prompt,
         over every row of the version."""
         if t.num_rows == 0:
             rates: pa.Array | pa.ChunkedArray = pa.array([], pa.float64())
         else:
             ids = pc.unique(t["prompt_id"])
-            rate = pa.array([c[0] / c[1] for c in (self.prompts[i] for i in ids.to_pylist())], pa.float64())
+            acc, n = self._counts_of(ids, chunk_no)
+            rate = pc.divide(pc.cast(acc, pa.float64()), pc.cast(n, pa.float64()))
             rates = pc.take(rate, pc.index_in(t["prompt_id"], value_set=ids))
         cols = {n: t[n] for n in PART_SCHEMA.names} | {"pass_rate": rates}
         return pa.table([cols[n] for n in ALL_SCHEMA.names], schema=ALL_SCHEMA)
+
+    def _counts_of(self, ids: pa.Array, chunk_no: int) -> tuple[pa.Array, pa.Array]:
+        """(accepted, samples) of each prompt in `ids`, rows of chunk `chunk_no` (or the parent's)."""
+        if chunk_no != _PARENT:
+            g = self.chunk_counts[chunk_no]
+            at = pc.index_in(ids, value_set=g["prompt_id"])
+            if at.null_count == 0:  # none of them in the parent: the chunk's own counts
+                return pc.take(g["accepted"], at), pc.take(g["samples"], at)
+        pairs = [self._parent_or_chunk(pid, chunk_no) for pid in ids.to_pylist()]
+        return pa.array([p[0] for p in pairs], pa.int64()), pa.array([p[1] for p in pairs], pa.int64())
+
+    def _parent_or_chunk(self, pid: str, chunk_no: int) -> list[int]:
+        counts = self.parent_counts.get(pid)
+        if counts is not None:
+            return counts
+        g = self.chunk_counts[chunk_no]
+        i = pc.index(g["prompt_id"], pid).as_py()
+        return [g["accepted"][i].as_py(), g["samples"][i].as_py()]
 
     def _remember_published(self, t: pa.Table) -> None:
         for pid, s in zip(t["prompt_id"].to_pylist(), t["sample_index"].to_pylist()):
@@ -185,17 +222,25 @@ class VersionRows:
         prompts were not seen before."""
         g = per_prompt(t)
         fresh = 0
-        for pid, acc, n in zip(g["prompt_id"].to_pylist(), g["accepted"].to_pylist(), g["samples"].to_pylist()):
-            counts = self.prompts.get(pid)
-            if counts is None:
-                self.prompts[pid] = [acc, n, chunk_no]
-                fresh += 1
-                continue
-            if chunk_no != _PARENT and counts[2] != _PARENT:
-                raise _OutOfOrder  # in an earlier new chunk too: a key could be kept twice
-            counts[0] += acc
-            counts[1] += n
-            counts[2] = chunk_no
+        if chunk_no == _PARENT or self.parent_counts:
+            # A parent prompt takes the counts of every chunk that holds it.
+            in_parent = []
+            for pid, acc, n in zip(g["prompt_id"].to_pylist(), g["accepted"].to_pylist(), g["samples"].to_pylist()):
+                counts = self.parent_counts.get(pid)
+                if counts is None and chunk_no == _PARENT:
+                    self.parent_counts[pid] = counts = [0, 0, _PARENT]
+                    fresh += 1
+                in_parent.append(counts is not None)
+                if counts is not None:
+                    if chunk_no != _PARENT and counts[2] != _PARENT:
+                        raise _OutOfOrder  # in an earlier new chunk too: a key could be kept twice
+                    counts[0] += acc
+                    counts[1] += n
+                    counts[2] = chunk_no
+            g = g.filter(pc.invert(pa.array(in_parent, pa.bool_())))
+        if chunk_no != _PARENT:
+            self.chunk_counts.append(g)
+            fresh += g.num_rows
         self.stats.add(t)
         default = t.filter(accepted_mask(t)).select(_DEFAULT_PART_COLUMNS)
         self.rows["all"] += t.num_rows
@@ -205,8 +250,8 @@ class VersionRows:
         return fresh
 
     def _check_order(self, t: pa.Table) -> None:
-        """Each new chunk's keys after the previous chunk's (the other half of the order check is in
-        `_count`: no prompt in two new chunks)."""
+        """Each new chunk's keys after the previous chunk's (the other half of the order check is
+        `_check_distinct`: no prompt in two new chunks)."""
         if t.num_rows == 0:
             return
         first = (t["prompt_index"][0].as_py(), t["sample_index"][0].as_py())
@@ -214,6 +259,15 @@ class VersionRows:
         if None in first + last or (self._last_key is not None and first <= self._last_key):
             raise _OutOfOrder
         self._last_key = last
+
+    def _check_distinct(self) -> None:
+        """No prompt in two new chunks (the parent's prompts are checked as they are counted): one
+        hash pass over the new prompts' ids, once, instead of a set of them kept all along."""
+        if len(self.chunk_counts) > 1:
+            ids = pa.chunked_array([c for g in self.chunk_counts for c in g["prompt_id"].chunks],
+                                   self.chunk_counts[0]["prompt_id"].type)
+            if pc.count_distinct(ids).as_py() != len(ids):
+                raise _OutOfOrder
 
     def _scan(self) -> None:
         for t in (chunk() for chunk in self.parent):
@@ -227,6 +281,7 @@ class VersionRows:
             self.skipped_published_rows += skipped
             self.added_rows += t.num_rows
             self.added_prompts += self._count(t, chunk_no)
+        self._check_distinct()
 
 
 def _default_rows(all_table: pa.Table) -> pa.Table:

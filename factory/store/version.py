@@ -333,7 +333,7 @@ def build_version(dataset_dir: str | Path, rows: pa.Table | RunDir, info: dict[s
     try:
         files = _write_config(tmp, "default", scanned) + _write_config(tmp, "all", scanned)
         plots, seen = report.write_plots(tmp, [tmp / f["path"] for f in files if f["config"] == "all"],
-                                         info.get("sampling") or {})
+                                         info.get("sampling") or {}, scanned.prompt_counts())
         files += [file_entry(tmp, p["path"], None, None, None) for p in plots]
         base = base_manifest(dataset_dir.name, info, scanned.summary(), files, parent_manifest, change)
         base["plots"], base["examples"] = plots, jsonable(seen.chosen_examples())
