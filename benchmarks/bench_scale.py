@@ -10,10 +10,10 @@ per 1,000 traces and the traces a second that gives on one core, files written a
 restart to the first new request, the version build's time, math-verify's CPU per trace, and the
 largest fleet one driver feeds.
 
-Not in `make bench` (run_all.py): on 2 cores the cluster side runs 700-1,000 traces a second, so
-1M problems x 4 samples would take 70-100 minutes in all; 100,000 took 11 minutes.
-    python -m benchmarks.bench_scale --prompts 20000          # ~2 min here
-    python -m benchmarks.bench_scale --prompts 100000         # ~11 min here (BENCHMARKS.md)
+Not in `make bench` (run_all.py): 1M problems x 4 samples take ~13 minutes on 2 cores (the
+cluster side runs ~10,000 traces a second with results inline), 100,000 about 3 minutes.
+    python -m benchmarks.bench_scale --prompts 20000          # ~1.5 min here
+    python -m benchmarks.bench_scale --prompts 1000000        # ~13 min here (BENCHMARKS.md)
 Run each phase under the heavy lock on a shared machine; `--phase first` / `--phase resume` split
 the two halves into separate invocations (the run's store and config persist in --work).
 """
