@@ -59,12 +59,11 @@ def _is_edge_punct(ch: str) -> bool:
 
 
 def exact_duplicates(texts: Sequence[str]) -> dict[int, int]:
-    """{index of a duplicate: index of the first occurrence it repeats}."""
-    first: dict[str, int] = {}
+    """{index of a duplicate: index of the first occurrence it repeats} (ExactIndex's key)."""
+    first: dict[int, int] = {}
     dupes: dict[int, int] = {}
     for i, text in enumerate(texts):
-        key = normalize_exact(text)
-        j = first.setdefault(key, i)
+        j = first.setdefault(exact_key(text), i)
         if j != i:
             dupes[i] = j
     return dupes
@@ -160,6 +159,11 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
+def exact_key(text: str) -> int:
+    """What exact dedup compares: an 8-byte digest of the normalised text."""
+    return _digest(normalize_exact(text))
+
+
 class ExactIndex:
     """Exact dedup one text at a time: an 8-byte digest of each normalised text (~60 bytes a text
     in the set; two different texts share a digest with odds ~3e-8 at a million texts)."""
@@ -169,7 +173,7 @@ class ExactIndex:
 
     def seen(self, text: str) -> bool:
         """True when an earlier text had the same key; the text's key is remembered either way."""
-        key = _digest(normalize_exact(text))
+        key = exact_key(text)
         if key in self.keys:
             return True
         self.keys.add(key)

@@ -119,12 +119,13 @@ def generate(cfg: Config, resume_id: str | None = None, new_run: bool = False) -
         size = cfg.run.shard_size
         sizes = list(shard_sizes(total, size))
         done = run.committed_shards()
+        committed = [k for k in range(len(sizes)) if k in done]
         if resumed:
-            log.warning("resuming run %s: %d of %d shards already committed", run_path.name,
-                        sum(k in done for k in range(len(sizes))), len(sizes))
-        resumed = sum(n for k, n in enumerate(sizes) if k in done)
+            log.warning("resuming run %s: %d of %d shards already committed", run_path.name, len(committed),
+                        len(sizes))
+        resumed = sum(sizes[k] for k in committed)
         stats = RunStats(prompts_total=total, prompts_done=resumed, prompts_resumed=resumed)
-        if any(k not in done for k in range(len(sizes))):
+        if len(committed) < len(sizes):
             # Shards are cut from a third read of the source as the scheduler asks for them.
             teacher_info, verifiers_info = _generate(cfg, cut_shards(feed, size, skip=done), run, stats)
         else:

@@ -21,7 +21,7 @@ from factory.common.files import read_jsonl, sha256_file
 from factory.config import ConfigError
 from factory.sources.rejects import Rejects
 
-CHUNK_ROWS = 4096  # Parquet rows decoded at once: the reader's buffer, not the input
+CHUNK_ROWS = 4096  # rows turned into Python at once (Parquet batches, Hub splits): a buffer, not the input
 
 
 def check_path(path: str) -> Path:

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from factory.config import ConfigError, SourceConfig
-
-CHUNK_ROWS = 4096
+from factory.sources.files import CHUNK_ROWS
 
 
 def open_hub(src: SourceConfig) -> tuple[Any, str | None]:

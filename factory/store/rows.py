@@ -196,21 +196,20 @@ class VersionRows:
 
     def _counts_of(self, ids: pa.Array, chunk_no: int) -> tuple[pa.Array, pa.Array]:
         """(accepted, samples) of each prompt in `ids`, rows of chunk `chunk_no` (or the parent's)."""
-        if chunk_no != _PARENT:
-            g = self.chunk_counts[chunk_no]
-            at = pc.index_in(ids, value_set=g["prompt_id"])
-            if at.null_count == 0:  # none of them in the parent: the chunk's own counts
-                return pc.take(g["accepted"], at), pc.take(g["samples"], at)
-        pairs = [self._parent_or_chunk(pid, chunk_no) for pid in ids.to_pylist()]
-        return pa.array([p[0] for p in pairs], pa.int64()), pa.array([p[1] for p in pairs], pa.int64())
-
-    def _parent_or_chunk(self, pid: str, chunk_no: int) -> list[int]:
-        counts = self.parent_counts.get(pid)
-        if counts is not None:
-            return counts
+        if chunk_no == _PARENT:
+            pairs = [self.parent_counts[pid] for pid in ids.to_pylist()]
+            return pa.array([c[0] for c in pairs], pa.int64()), pa.array([c[1] for c in pairs], pa.int64())
         g = self.chunk_counts[chunk_no]
-        i = pc.index(g["prompt_id"], pid).as_py()
-        return [g["accepted"][i].as_py(), g["samples"][i].as_py()]
+        at = pc.index_in(ids, value_set=g["prompt_id"])
+        acc, n = pc.take(g["accepted"], at), pc.take(g["samples"], at)
+        if at.null_count == 0:  # none of them in the parent: the chunk's own counts
+            return acc, n
+        # Prompts the parent holds too (an incremental run adding samples): the parent's entry.
+        acc_l, n_l = acc.to_pylist(), n.to_pylist()
+        for k, pid in enumerate(ids.to_pylist()):
+            if acc_l[k] is None:
+                acc_l[k], n_l[k] = self.parent_counts[pid][:2]
+        return pa.array(acc_l, pa.int64()), pa.array(n_l, pa.int64())
 
     def _remember_published(self, t: pa.Table) -> None:
         for pid, s in zip(t["prompt_id"].to_pylist(), t["sample_index"].to_pylist()):

@@ -497,6 +497,22 @@ def test_build_from_run_parts_equals_build_from_one_table(tmp_path, monkeypatch)
         assert m[key] == load_manifest(in_memory2)[key]
 
 
+def test_incremental_build_with_old_and_new_prompts_in_one_part(tmp_path, monkeypatch):
+    """A part holding both prompts of the parent (new samples of them) and new prompts: each row's
+    pass_rate counts its prompt's rows over the whole version, as the in-memory build does."""
+    monkeypatch.setattr(version_mod, "ROW_GROUP_TARGET_BYTES", 64 * 1024)
+    parent_run = many_part_run(tmp_path / "p", parts=4, prompts=3, n=4)  # s{k}p0..p2
+    run = many_part_run(tmp_path / "r", parts=4, prompts=5, n=6, seed=3)  # the same and s{k}p3, p4
+    streamed = build_version(tmp_path / "a", run, INFO, parent=build_version(tmp_path / "a", parent_run, INFO))
+    in_memory = build_version(tmp_path / "b", run.read_table(), INFO,
+                              parent=build_version(tmp_path / "b", parent_run.read_table(), INFO))
+    assert data_files(streamed) == data_files(in_memory)
+    t = read_version_table(streamed, "all")
+    assert t.num_rows == 4 * 3 * 4 + 4 * 3 * 2 + 4 * 2 * 6  # parent, new samples of its prompts, new prompts
+    for key in ("counts", "pass_rate"):
+        assert load_manifest(streamed)[key] == load_manifest(in_memory)[key]
+
+
 def test_build_from_overlapping_parts_is_still_sorted_and_deduped(tmp_path):
     """Parts not in prompt order, or a prompt in two parts: the build falls back to all rows at
     once, and gives what one table of the same rows gives."""
